@@ -1,0 +1,37 @@
+# copgen: every target does its own setup (idempotent; fast when done).
+PY := .venv/bin/python
+export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-fast bench bench-gpu lint world check-reference clean
+
+setup:
+	@bash infra/local/setup.sh
+
+demo: setup
+	$(PY) -m pipelines.cli demo --out out
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+world: setup
+	$(PY) -m pipelines.cli world --out out/world
+
+check-reference: setup
+	$(PY) -m pipelines.cli check-reference ../shared/reference/copgen
+
+bench: setup
+	$(PY) bench/run.py --out docs/performance-latest.json
+
+bench-gpu: setup
+	$(PY) bench/gpu.py
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy copgen_core
+
+clean:
+	rm -rf out .services
