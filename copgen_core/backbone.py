@@ -1,0 +1,483 @@
+"""The COP-GEN diffusion backbone: a post-LN multimodal U-ViT with one timestep per modality.
+
+Each modality's latent is patchified by its own ``PatchEmbed``; each modality's timestep enters as
+one extra token (a sinusoidal embedding, no MLP). The sequence ``[time tokens] + [patch tokens of
+modality 0..n-1]`` plus a learned positional embedding runs through ``depth // 2`` in-blocks, one
+mid-block and ``depth // 2`` out-blocks with long skips (LIFO), then a final LayerNorm; a linear
+head per modality predicts the noise ε, unpatchified back to the latent's shape.
+
+Module and parameter names follow the official ``libs/copgen_multi_post_ln.py::COPGEN`` exactly, so
+official state dicts load with ``strict=True``: ``pos_embed``, ``patch_embeds.{i}.proj``,
+``in_blocks.{i}.{norm2,attn.qkv,attn.proj,norm3,mlp.fc1,mlp.fc2}``, ``mid_block.*``,
+``out_blocks.{i}.{norm1,skip_linear,...}``, ``norm`` and ``decoder_preds.{i}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import einops
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from copgen_core.modalities import KEYS, Modality, TokenLayout, layout, resolve
+
+AttentionMode = Literal["sdpa", "math"]
+ATTENTION_MODES: tuple[str, ...] = ("sdpa", "math")
+
+TIME_MAX_PERIOD = 10000.0
+LAYERNORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Architecture of a :class:`CopgenBackbone`.
+
+    Attributes
+    ----------
+    modalities:
+        Official modality keys in canonical (alphabetical) order; defaults to all 12. Short aliases
+        (``"s2l2a_10m"``) are resolved to keys. A subset builds the matching smaller architecture
+        (fewer tokens, patch embeddings and heads).
+    embed_dim:
+        Token width D. Must be even (the time embedding has D/2 cosines and D/2 sines) and divisible
+        by ``num_heads``.
+    depth:
+        Official depth: the model has ``depth // 2`` in-blocks, one mid-block and ``depth // 2``
+        out-blocks (``depth + 1`` blocks for even depth).
+    num_heads:
+        Attention heads; head dim is ``embed_dim // num_heads``.
+    mlp_ratio:
+        MLP hidden width over ``embed_dim`` (hidden = ``int(embed_dim * mlp_ratio)``).
+    qkv_bias:
+        Whether the fused qkv projection has a bias (False in every official model).
+
+    Raises
+    ------
+    ValueError
+        On a non-canonical or duplicated modality list, or on inconsistent sizes.
+    KeyError
+        On an unknown modality name.
+    """
+
+    modalities: tuple[str, ...] = field(default=KEYS)
+    embed_dim: int = 1024
+    depth: int = 20
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = False
+
+    def __post_init__(self) -> None:
+        keys = tuple(resolve(name).key for name in self.modalities)
+        if not keys:
+            raise ValueError("BackboneConfig.modalities is empty; give at least one modality key")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"BackboneConfig.modalities has duplicates: {list(keys)}")
+        ordered = tuple(k for k in KEYS if k in set(keys))
+        if keys != ordered:
+            raise ValueError(
+                f"BackboneConfig.modalities must be in canonical (alphabetical key) order: got {list(keys)}, "
+                f"expected {list(ordered)}; build it with copgen_core.modalities.canonical(...)"
+            )
+        object.__setattr__(self, "modalities", keys)
+        if self.embed_dim <= 0 or self.embed_dim % 2:
+            raise ValueError(f"embed_dim must be a positive even number, got {self.embed_dim}")
+        if self.num_heads <= 0 or self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}; "
+                "pick num_heads that divides embed_dim"
+            )
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give a positive hidden width, got {self.mlp_ratio}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def num_in_blocks(self) -> int:
+        """In-blocks, and equally out-blocks (``depth // 2``)."""
+        return self.depth // 2
+
+    @property
+    def token_layout(self) -> TokenLayout:
+        return layout(self.modalities)
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length: one time token per modality plus every patch token."""
+        return self.token_layout.num_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        out = asdict(self)
+        out["modalities"] = list(self.modalities)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BackboneConfig:
+        """Build from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` holds keys that are not config fields (the message lists them).
+        """
+        known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias"}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
+        kwargs = dict(data)
+        if "modalities" in kwargs:
+            kwargs["modalities"] = tuple(kwargs["modalities"])
+        return cls(**kwargs)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = TIME_MAX_PERIOD) -> Tensor:
+    """Sinusoidal embedding of continuous timesteps, ``[cos | sin]``.
+
+    Parameters
+    ----------
+    t:
+        (B,) timesteps in [0, 1000], any real dtype (cast to float32).
+    dim:
+        Embedding width; the first ``dim // 2`` entries are cosines, the next ``dim // 2`` sines, with
+        frequencies ``exp(-ln(max_period) * k / (dim // 2))``; an odd ``dim`` gets one zero column.
+
+    Returns
+    -------
+    Tensor
+        (B, dim) float32. ``t = 0`` gives ``[1, ..., 1, 0, ..., 0]``.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half)
+    args = t[:, None].float() * freqs.to(t.device)[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches to tokens: (B, C, H, W) -> (B, (H/p)(W/p), D) via a p x p stride-p conv."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection laid out as ``(3, heads, head_dim)``.
+
+    The attention itself always runs in float32, as the official model does; ``mode`` picks
+    ``F.scaled_dot_product_attention`` (``"sdpa"``) or the explicit softmax(q kᵀ d^-0.5) v (``"math"``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.mode: AttentionMode = "sdpa"
+
+    def forward(self, x: Tensor) -> Tensor:
+        qkv = einops.rearrange(self.qkv(x), "B L (K H D) -> K B H L D", K=3, H=self.num_heads)
+        q, k, v = qkv[0].float(), qkv[1].float(), qkv[2].float()
+        if self.mode == "math":
+            attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = einops.rearrange(out, "B H L D -> B L (H D)").to(x.dtype)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact erf) -> fc2."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Post-LN transformer block; with ``skip`` it first merges a long skip connection.
+
+    ``x = norm1(skip_linear(cat[x, skip]))`` (skip blocks only), then ``x = norm2(x + attn(x))`` and
+    ``x = norm3(x + mlp(x))``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool, skip: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYERNORM_EPS) if skip else None
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYERNORM_EPS)
+        self.mlp = Mlp(dim, mlp_hidden)
+        self.norm3 = nn.LayerNorm(dim, eps=LAYERNORM_EPS)
+
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+        if self.skip_linear is not None and self.norm1 is not None:
+            if skip is None:
+                raise ValueError("a skip block needs the skip tensor from its paired in-block")
+            x = self.norm1(self.skip_linear(torch.cat([x, skip], dim=-1)))
+        x = self.norm2(x + self.attn(x))
+        return self.norm3(x + self.mlp(x))
+
+
+class CopgenBackbone(nn.Module):
+    """The multimodal ε-prediction network (official ``COPGEN``, ``copgen_multi_post_ln``).
+
+    Parameters
+    ----------
+    config:
+        Architecture; see :class:`BackboneConfig`.
+    attention:
+        ``"sdpa"`` (default, ``F.scaled_dot_product_attention``) or ``"math"`` (explicit softmax, as
+        the golden vectors were made); both in float32, agreeing to ~2.4e-7. Change later with
+        :meth:`set_attention`.
+    gradient_checkpointing:
+        Recompute each block in the backward pass (``torch.utils.checkpoint``) to save activation
+        memory when training; no effect without autograd.
+
+    Notes
+    -----
+    Parameters are initialised as the official model: trunc-normal(0.02) for Linear weights and
+    ``pos_embed``, zero Linear biases, LayerNorm (1, 0), default Conv2d init. Building on
+    ``torch.device("meta")`` allocates nothing (handy for counting parameters).
+
+    Warnings
+    --------
+    The input size is fixed: every latent must have its modality's registry shape
+    (``Modality.latent_shape``), since ``pos_embed`` has one row per token.
+    """
+
+    def __init__(
+        self,
+        config: BackboneConfig,
+        *,
+        attention: AttentionMode = "sdpa",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities: tuple[Modality, ...] = tuple(resolve(k) for k in config.modalities)
+        self.gradient_checkpointing = gradient_checkpointing
+        d = config.embed_dim
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, d))
+        self.patch_embeds = nn.ModuleList(
+            PatchEmbed(m.latent_shape[0], d, m.patch_size) for m in self.modalities
+        )
+
+        def make_block(skip: bool) -> Block:
+            return Block(d, config.num_heads, config.mlp_hidden_dim, config.qkv_bias, skip)
+
+        self.in_blocks = nn.ModuleList(make_block(False) for _ in range(config.num_in_blocks))
+        self.mid_block = make_block(False)
+        self.out_blocks = nn.ModuleList(make_block(True) for _ in range(config.num_in_blocks))
+        self.norm = nn.LayerNorm(d, eps=LAYERNORM_EPS)
+        self.decoder_preds = nn.ModuleList(
+            nn.Linear(d, m.patch_size**2 * m.latent_shape[0]) for m in self.modalities
+        )
+        self.reset_parameters()
+        self.set_attention(attention)
+
+    def reset_parameters(self) -> None:
+        """Official initialisation (see the class notes)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                module.reset_parameters()
+
+    def set_attention(self, mode: AttentionMode) -> None:
+        """Switch every block to ``"sdpa"`` or ``"math"`` attention.
+
+        Raises
+        ------
+        ValueError
+            On any other mode.
+        """
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; use one of {list(ATTENTION_MODES)}")
+        self.attention: AttentionMode = mode
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.mode = mode
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Modality keys in the order ``forward`` expects them."""
+        return self.config.modalities
+
+    def forward(self, latents: Sequence[Tensor], timesteps: Sequence[Tensor | float]) -> list[Tensor]:
+        """Predict the noise ε of every modality.
+
+        Parameters
+        ----------
+        latents:
+            One noisy latent per modality, in config order: (B, C, H, W) with (C, H, W) the
+            modality's ``latent_shape`` ((B, 1, 1, 3) for scalars).
+        timesteps:
+            One timestep per modality, in config order: a (B,) tensor (or a scalar, broadcast over B)
+            of continuous t in [0, 1000]; t = 0 marks a clean condition.
+
+        Returns
+        -------
+        list[Tensor]
+            ε̂ per modality, same shapes and order as ``latents``.
+
+        Raises
+        ------
+        ValueError
+            If the number of inputs, a latent's shape or a timestep's shape is wrong.
+        """
+        return self._run(latents, timesteps, None)
+
+    def forward_dict(
+        self, latents: Mapping[str, Tensor], timesteps: Mapping[str, Tensor | float]
+    ) -> dict[str, Tensor]:
+        """:meth:`forward` with inputs and outputs keyed by modality key (or alias).
+
+        Raises
+        ------
+        ValueError
+            If the keys are not exactly this model's modalities.
+        """
+        lat = {resolve(k).key: v for k, v in latents.items()}
+        ts = {resolve(k).key: v for k, v in timesteps.items()}
+        for what, got in (("latents", lat), ("timesteps", ts)):
+            if set(got) != set(self.keys):
+                raise ValueError(
+                    f"{what} keys {sorted(got)} differ from the model's modalities {list(self.keys)}: "
+                    f"missing {sorted(set(self.keys) - set(got))}, extra {sorted(set(got) - set(self.keys))}"
+                )
+        outs = self._run([lat[k] for k in self.keys], [ts[k] for k in self.keys], None)
+        return dict(zip(self.keys, outs, strict=True))
+
+    def forward_with_intermediates(
+        self, latents: Sequence[Tensor], timesteps: Sequence[Tensor | float]
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """:meth:`forward`, also returning every intermediate the golden vectors record.
+
+        Returns
+        -------
+        outputs, intermediates
+            ``outputs`` as from :meth:`forward`; ``intermediates`` maps ``time_emb/<key>`` (B, D),
+            ``patch_embed/<key>`` (B, N_m, D), ``x_after_pos_embed`` (B, N, D), ``in_blocks.{i}``,
+            ``mid_block``, ``out_blocks.{i}`` and ``norm`` (each (B, N, D)) to detached tensors.
+        """
+        record: dict[str, Tensor] = {}
+        outs = self._run(latents, timesteps, record)
+        return outs, record
+
+    def _check_inputs(
+        self, latents: Sequence[Tensor], timesteps: Sequence[Tensor | float]
+    ) -> tuple[int, list[Tensor]]:
+        n = len(self.modalities)
+        if len(latents) != n or len(timesteps) != n:
+            raise ValueError(
+                f"expected {n} latents and {n} timesteps (one per modality, order {list(self.keys)}), "
+                f"got {len(latents)} and {len(timesteps)}"
+            )
+        batch = latents[0].shape[0] if latents[0].dim() == 4 else -1
+        ts: list[Tensor] = []
+        for m, x, t in zip(self.modalities, latents, timesteps, strict=True):
+            want = (batch, *m.latent_shape)
+            if tuple(x.shape) != want:
+                raise ValueError(
+                    f"latent for {m.key} has shape {tuple(x.shape)}, expected {want} "
+                    "(B, C, H, W with every modality sharing B)"
+                )
+            t_tensor = torch.as_tensor(t, device=x.device)
+            if t_tensor.dim() == 0:
+                t_tensor = t_tensor.expand(batch)
+            if tuple(t_tensor.shape) != (batch,):
+                raise ValueError(
+                    f"timestep for {m.key} has shape {tuple(t_tensor.shape)}, expected ({batch},) or a scalar"
+                )
+            ts.append(t_tensor)
+        return batch, ts
+
+    def _run(
+        self,
+        latents: Sequence[Tensor],
+        timesteps: Sequence[Tensor | float],
+        record: dict[str, Tensor] | None,
+    ) -> list[Tensor]:
+        batch, ts = self._check_inputs(latents, timesteps)
+        d = self.config.embed_dim
+        patch_tokens = [embed(x) for embed, x in zip(self.patch_embeds, latents, strict=True)]
+        dtype = patch_tokens[0].dtype
+        time_emb = [timestep_embedding(t, d) for t in ts]
+        if record is not None:
+            for m, te, pt in zip(self.modalities, time_emb, patch_tokens, strict=True):
+                record[f"time_emb/{m.key}"] = te.detach()
+                record[f"patch_embed/{m.key}"] = pt.detach()
+        time_tokens = [te.to(dtype).unsqueeze(1) for te in time_emb]
+        x = torch.cat(time_tokens + patch_tokens, dim=1) + self.pos_embed.to(dtype)
+        if record is not None:
+            record["x_after_pos_embed"] = x.detach()
+
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.in_blocks):
+            x = self._block(block, x, None)
+            skips.append(x)
+            if record is not None:
+                record[f"in_blocks.{i}"] = x.detach()
+        x = self._block(self.mid_block, x, None)
+        if record is not None:
+            record["mid_block"] = x.detach()
+        for i, block in enumerate(self.out_blocks):
+            x = self._block(block, x, skips.pop())
+            if record is not None:
+                record[f"out_blocks.{i}"] = x.detach()
+        x = self.norm(x)
+        if record is not None:
+            record["norm"] = x.detach()
+
+        outs: list[Tensor] = []
+        start = len(self.modalities)
+        for m, head in zip(self.modalities, self.decoder_preds, strict=True):
+            tokens = x[:, start : start + m.num_tokens]
+            start += m.num_tokens
+            c, h, w = m.latent_shape
+            p = m.patch_size
+            outs.append(
+                einops.rearrange(
+                    head(tokens), "B (h w) (p1 p2 C) -> B C (h p1) (w p2)", h=h // p, w=w // p, p1=p, p2=p, C=c
+                )
+            )
+        return outs
+
+    def _block(self, block: Block, x: Tensor, skip: Tensor | None) -> Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            out: Tensor = torch.utils.checkpoint.checkpoint(block, x, skip, use_reentrant=False)
+            return out
+        return block(x, skip)
