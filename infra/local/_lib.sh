@@ -1,0 +1,105 @@
+# Shared shell helpers for the local service scripts (sourced, not run).
+#
+# Conventions every service script follows:
+#   * one state directory per service (default ${COPGEN_STATE:-<repo>/.services}/<service>);
+#   * `start` writes STATE/env (KEY=VALUE lines, shell-sourceable) and prints it; a second `start`
+#     on a live state only prints it again (exit 0);
+#   * `status` prints the env and exits 0 when the service answers, exits 3 when it does not;
+#   * `stop` stops every process the state names, removes the state, exits 0 (also when not running);
+#   * `--owner-pid PID` makes the service stop itself once PID has exited (a watchdog for test
+#     sessions that die without running their teardown).
+
+copgen_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+# The Python interpreter whose packages the services run from.
+copgen_python() {
+  if [ -n "${COPGEN_PYTHON:-}" ]; then
+    echo "$COPGEN_PYTHON"
+  elif [ -x "$copgen_repo/.venv/bin/python" ]; then
+    echo "$copgen_repo/.venv/bin/python"
+  else
+    command -v python3
+  fi
+}
+
+die() {  # die CODE MESSAGE...
+  local code="$1"
+  shift
+  echo "$service: $*" >&2
+  exit "$code"
+}
+
+# A TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+  "$(copgen_python)" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pid_alive() {  # pid_alive PID
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null
+}
+
+# stop_pid PID [SECONDS]: SIGTERM, wait up to SECONDS (default 10), then SIGKILL.
+stop_pid() {
+  local pid="${1:-}" limit="${2:-10}" i=0
+  pid_alive "$pid" || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while pid_alive "$pid" && [ "$i" -lt $((limit * 10)) ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  if pid_alive "$pid"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.1
+  fi
+}
+
+# wait_http URL SECONDS PID LOG: poll URL until it answers 2xx; fail early if PID dies.
+wait_http() {
+  local url="$1" limit="$2" pid="$3" log="$4" i=0
+  while [ "$i" -lt $((limit * 10)) ]; do
+    if curl -sf -o /dev/null --max-time 2 "$url"; then
+      return 0
+    fi
+    if ! pid_alive "$pid"; then
+      echo "$service: the process (pid $pid) exited before $url answered; last lines of $log:" >&2
+      tail -n 40 "$log" >&2 || true
+      return 1
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "$service: $url did not answer within ${limit}s; last lines of $log:" >&2
+  tail -n 40 "$log" >&2 || true
+  return 1
+}
+
+env_get() {  # env_get FILE KEY
+  [ -f "$1" ] || return 0
+  sed -n "s/^$2=//p" "$1" | tail -n 1
+}
+
+# start_watchdog OWNER_PID STATE: run `$0 stop --state STATE` once OWNER_PID has exited.
+# Prints the watchdog's pid.
+start_watchdog() {
+  local owner="$1" state="$2" script
+  script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" stop --state "$3"' \
+    watchdog "$owner" "$script" "$state" </dev/null >/dev/null 2>&1 &
+  echo $!
+}
+
+# Stops the watchdog named in the env file, unless we are that watchdog.
+stop_watchdog() {
+  local wd
+  wd="$(env_get "$1" WATCHDOG_PID)"
+  if [ -n "$wd" ] && [ "$wd" != "$$" ]; then
+    stop_pid "$wd" 2
+  fi
+}
+
+# Serialise start/load/stop on one state directory.
+lock_state() {  # lock_state STATE
+  mkdir -p "$1"
+  exec 9>"$1/.lock"
+  flock -w 120 9 || die 1 "could not lock $1/.lock within 120 s (another start/stop is running)"
+}
