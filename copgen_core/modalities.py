@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 FOOTPRINT_M = 1920.0
 """Side of every image modality's footprint, in metres."""
@@ -25,7 +25,7 @@ VAE_DOWNSAMPLE = 8
 LATENT_CHANNELS = 8
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """What a modality's values are, which decides its normalisation."""
 
     S2 = "s2"  # Sentinel-2 reflectance DN (x10000)

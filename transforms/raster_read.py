@@ -7,14 +7,14 @@ a band index and the target grid, and it returns float32 values and a validity m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 from transforms.geobox import GeoBox
 
 
-class Resampling(str, Enum):
+class Resampling(StrEnum):
     """How source pixels become target pixels when the grids differ."""
 
     NEAREST = "nearest"  # categorical data (class codes, masks)
