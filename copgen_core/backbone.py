@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from copgen_core.modalities import KEYS, Modality, TokenLayout, layout, resolve
 
 AttentionMode = Literal["sdpa", "math"]
-ATTENTION_MODES: tuple[str, ...] = ("sdpa", "math")
+ATTENTION_MODES: tuple[AttentionMode, ...] = ("sdpa", "math")
 
 TIME_MAX_PERIOD = 10000.0
 LAYERNORM_EPS = 1e-5
@@ -406,7 +406,7 @@ class CopgenBackbone(nn.Module):
                 f"expected {n} latents and {n} timesteps (one per modality, order {list(self.keys)}), "
                 f"got {len(latents)} and {len(timesteps)}"
             )
-        batch = latents[0].shape[0] if latents[0].dim() == 4 else -1
+        batch = latents[0].shape[0] if latents[0].dim() > 0 else 0
         ts: list[Tensor] = []
         for m, x, t in zip(self.modalities, latents, timesteps, strict=True):
             want = (batch, *m.latent_shape)
@@ -476,7 +476,7 @@ class CopgenBackbone(nn.Module):
             )
         return outs
 
-    def _block(self, block: Block, x: Tensor, skip: Tensor | None) -> Tensor:
+    def _block(self, block: nn.Module, x: Tensor, skip: Tensor | None) -> Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
             out: Tensor = torch.utils.checkpoint.checkpoint(block, x, skip, use_reentrant=False)
             return out

@@ -13,7 +13,8 @@ wrong cell. Official behaviours kept on purpose, because the training data follo
   or to the left: ``(0, 0) -> "1D_1L"``.
 * **Antimeridian wrap.** A point west of a row's first grid point (or at lon -180 exactly) gets the
   row's *last* column, whose cell spans the antimeridian, so its bottom-left longitude is east of
-  the point. Six rows with an even column count even end on a grid point at +180 instead of -180.
+  the point. Twelve rows (six even column counts, in both hemispheres) end on a grid point
+  at +180 instead of starting at -180.
 * **Bottom-row quirk.** A latitude at or below the lowest row (-84.97006 deg) wraps to the *top* row
   (946U); a latitude above 85 deg stays in the top row.
 
@@ -80,7 +81,7 @@ def _tables() -> _RowTables:
     lon_step = 360.0 / num_cols.astype(np.float64)
     half = num_cols // 2
     # For even n the middle element k = n/2 can round to just below 0 and then maps to +180 instead of
-    # -180 (six rows); detect the first non-negative element exactly rather than assuming k = n/2.
+    # -180 (twelve rows); detect the first non-negative element exactly rather than assuming k = n/2.
     first_k = np.where(half * lon_step + -180.0 >= 0.0, half, half + 1)
     zero_col = num_cols - first_k
     first_lon = np.mod(first_k * lon_step + -180.0, 360.0) - 180.0
@@ -103,6 +104,19 @@ def row_lats() -> np.ndarray:
         (1893,) float64, degrees, read-only; exactly the official values.
     """
     return _tables().lat_bottom
+
+
+def equator_row() -> int:
+    """Row index of 0U, the row whose bottom edge is the equator (946)."""
+    return _tables().zero_row
+
+
+def zero_col(row_idx: int | np.ndarray) -> int | np.ndarray:
+    """Column index of 0R (the grid point at lon 0) in a row, vectorised; ``col_idx - zero_col`` is the
+    official signed column number (kR positive, kL negative)."""
+    rows = _check_rows(row_idx)
+    out = _tables().zero_col[rows]
+    return int(out) if np.ndim(out) == 0 else out
 
 
 def num_cols(row_idx: int | np.ndarray) -> int | np.ndarray:

@@ -17,6 +17,9 @@ Grids are ``"time_uniform"`` (``linspace(t_start, t_end, steps + 1)`` in float32
 ``"logSNR"`` (uniform in half log-SNR) or ``"time_quadratic"``. No final denoising step is taken: the
 result is the state at ``t_end`` (1e-3 by default).
 
+All rows share one time grid: every step's coefficients are computed once, from a (1,) time, and
+broadcast, so a row's arithmetic does not depend on the batch around it.
+
 Hooks: ``callback(call_index, t, x0_hat)`` sees every model call's data prediction, and
 ``step_hook(x, t) -> x`` may replace every state the solver forms (see :func:`sample_dpmpp`), which is
 where RePaint-style gap filling imposes known latents.
@@ -116,8 +119,13 @@ def time_grid(
 
 
 def _per_sample(v: Tensor, x: Tensor) -> Tensor:
-    """Reshape a (B,) coefficient to broadcast over x (B, ...)."""
+    """Reshape a (1,) coefficient to broadcast over x (B, ...)."""
     return v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _rows(t: Tensor, x: Tensor) -> Tensor:
+    """The (1,) time as a (B,) tensor, one entry per row of x."""
+    return t.repeat(x.shape[0])
 
 
 class _Solver:
@@ -137,18 +145,21 @@ class _Solver:
         self.calls = 0
 
     def hook(self, x: Tensor, t: Tensor) -> Tensor:
-        return x if self.step_hook is None else self.step_hook(x, t)
+        return x if self.step_hook is None else self.step_hook(x, _rows(t, x))
 
     def x0(self, x: Tensor, t: Tensor) -> Tensor:
-        """Data prediction ``(x - sigma_t ε̂) / alpha_t`` at state x and time t (B,)."""
-        eps = self.eps_fn(x, t)
+        """Data prediction ``(x - sigma_t ε̂) / alpha_t`` at state x and time t (1,)."""
+        t_rows = _rows(t, x)
+        eps = self.eps_fn(x, t_rows)
         if eps.shape != x.shape:
-            raise ValueError(f"eps_fn returned shape {tuple(eps.shape)} for a state of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"eps_fn returned shape {tuple(eps.shape)} for a state of shape {tuple(x.shape)}"
+            )
         eps = eps.to(x.dtype)
         alpha_t, sigma_t = self.ns.alpha(t), self.ns.sigma(t)
         x0 = (x - _per_sample(sigma_t, x) * eps) / _per_sample(alpha_t, x)
         if self.callback is not None:
-            self.callback(self.calls, t, x0)
+            self.callback(self.calls, t_rows, x0)
         self.calls += 1
         return x0
 
@@ -159,8 +170,10 @@ class _Solver:
 
     # ------------------------------------------------------------------ singlestep updates
 
-    def singlestep(self, x: Tensor, s: Tensor, t: Tensor, order: int, r1: Tensor | None, r2: Tensor | None) -> Tensor:
-        """One outer step of order 1-3 from time s to t (both (B,)); ``order`` model calls."""
+    def singlestep(
+        self, x: Tensor, s: Tensor, t: Tensor, order: int, r1: Tensor | None, r2: Tensor | None
+    ) -> Tensor:
+        """One outer step of order 1-3 from time s to t (both (1,)); ``order`` model calls."""
         v = _per_sample
         lambda_s, _, sigma_s = self.coefficients(s)
         lambda_t, alpha_t, sigma_t = self.coefficients(t)
@@ -200,12 +213,11 @@ class _Solver:
         )
 
     def run_singlestep(self, x: Tensor, grid: Tensor, orders: Sequence[int]) -> Tensor:
-        batch = x.shape[0]
         lambdas = self.ns.lambda_(grid)
         i = 0
-        x = self.hook(x, grid[0].repeat(batch))
+        x = self.hook(x, grid[:1])
         for order in orders:
-            s, t = grid[i].repeat(batch), grid[i + order].repeat(batch)
+            s, t = grid[i : i + 1], grid[i + order : i + order + 1]
             h = lambdas[i + order] - lambdas[i]
             r1 = (lambdas[i + 1] - lambdas[i]) / h if order >= 2 else None
             r2 = (lambdas[i + 2] - lambdas[i]) / h if order >= 3 else None
@@ -215,7 +227,9 @@ class _Solver:
 
     # ------------------------------------------------------------------ multistep updates
 
-    def multistep(self, x: Tensor, models: list[Tensor], times: list[Tensor], t: Tensor, order: int) -> Tensor:
+    def multistep(
+        self, x: Tensor, models: list[Tensor], times: list[Tensor], t: Tensor, order: int
+    ) -> Tensor:
         """One DPM-Solver++(order)M step to t from the last ``order`` predictions (order 1-3)."""
         v = _per_sample
         lambda_0, _, sigma_0 = self.coefficients(times[-1])
@@ -241,16 +255,15 @@ class _Solver:
         return base + v(alpha_t * phi_2, x) * d1 - v(alpha_t * phi_3, x) * d2
 
     def run_multistep(self, x: Tensor, grid: Tensor, order: int) -> Tensor:
-        batch = x.shape[0]
         steps = grid.shape[0] - 1
-        t0 = grid[0].repeat(batch)
+        t0 = grid[:1]
         x = self.hook(x, t0)
         models, times = [self.x0(x, t0)], [t0]
         for step in range(1, steps + 1):
             step_order = min(order, step)
             if steps < 10:
                 step_order = min(step_order, steps + 1 - step)
-            t = grid[step].repeat(batch)
+            t = grid[step : step + 1]
             x = self.hook(self.multistep(x, models, times, t, step_order), t)
             if step < steps:
                 models = (models + [self.x0(x, t)])[-3:]

@@ -219,7 +219,9 @@ class DiscreteVPSchedule:
             If shapes disagree or ``n`` is not integer in ``0..N``.
         """
         if z.shape != eps.shape:
-            raise ValueError(f"z and eps must have the same shape, got {tuple(z.shape)} and {tuple(eps.shape)}")
+            raise ValueError(
+                f"z and eps must have the same shape, got {tuple(z.shape)} and {tuple(eps.shape)}"
+            )
         n = torch.as_tensor(n, device=z.device)
         if n.shape != (z.shape[0],):
             raise ValueError(f"n must have shape (B,) = ({z.shape[0]},), got {tuple(n.shape)}")
@@ -228,7 +230,7 @@ class DiscreteVPSchedule:
         return a.to(z.dtype).view(view) * z + s.to(z.dtype).view(view) * eps
 
     def predict_x0(self, x_n: Tensor, eps_hat: Tensor, n: Tensor) -> Tensor:
-        """Clean-latent estimate from an ε-prediction at integer step ``n``: ``(x_n - sqrt(1-abar) ε̂) / sqrt(abar)``."""
+        """Clean-latent estimate from ε̂ at integer step ``n``: ``(x_n - sqrt(1 - abar) ε̂) / sqrt(abar)``."""
         n = torch.as_tensor(n, device=x_n.device)
         a, s = self.noise_coefficients(n)
         view = (-1,) + (1,) * (x_n.ndim - 1)

@@ -144,7 +144,9 @@ def sample_noise(
     if len(keys) != len(members):
         raise ValueError(f"keys and members must have the same length, got {len(keys)} and {len(members)}")
     rows = [
-        torch.randn(tuple(shape), generator=generator_for(run_seed, k, m, modality, stream), dtype=torch.float32)
+        torch.randn(
+            tuple(shape), generator=generator_for(run_seed, k, m, modality, stream), dtype=torch.float32
+        )
         for k, m in zip(keys, members, strict=True)
     ]
     if not rows:

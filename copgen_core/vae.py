@@ -396,7 +396,7 @@ class KLVAE(nn.Module):
             posterior sample ``scale_factor * (mean + exp(0.5 * clamp(logvar, -30, 20)) * ε)``, as the
             official ``encode`` does; needs ``generator`` or ``eps``.
         generator:
-            Source of ε when sampling (on the same device as ``x``).
+            Source of ε when sampling; ε is drawn on the generator's device and moved to ``x``'s.
         eps:
             An explicit ε of shape (B, embed_dim, H/f, W/f); giving it implies sampling.
         chunk_size:
@@ -425,7 +425,9 @@ class KLVAE(nn.Module):
         if not sample:
             return self.scale_factor * mean
         if eps is None:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            # drawn on the generator's device, so a CPU generator gives the same ε on any device
+            device = generator.device if generator is not None else mean.device
+            eps = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
         elif eps.shape != mean.shape:
             raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(mean.shape)}")
         std = torch.exp(0.5 * torch.clamp(logvar, *LOGVAR_CLAMP))

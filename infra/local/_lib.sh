@@ -84,7 +84,7 @@ start_watchdog() {
   local owner="$1" state="$2" script
   script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
   setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" stop --state "$3"' \
-    watchdog "$owner" "$script" "$state" </dev/null >/dev/null 2>&1 &
+    watchdog "$owner" "$script" "$state" </dev/null >/dev/null 2>&1 9>&- &
   echo $!
 }
 
@@ -92,8 +92,8 @@ start_watchdog() {
 stop_watchdog() {
   local wd
   wd="$(env_get "$1" WATCHDOG_PID)"
-  if [ -n "$wd" ] && [ "$wd" != "$$" ]; then
-    stop_pid "$wd" 2
+  if [ -n "$wd" ] && [ "$wd" != "$$" ] && pid_alive "$wd"; then
+    kill -TERM -- "-$wd" 2>/dev/null || true  # its process group: the loop and its `sleep`
   fi
 }
 
@@ -102,4 +102,95 @@ lock_state() {  # lock_state STATE
   mkdir -p "$1"
   exec 9>"$1/.lock"
   flock -w 120 9 || die 1 "could not lock $1/.lock within 120 s (another start/stop is running)"
+}
+
+# simple_service CMD STATE TIMEOUT OWNER_PID: start/status/stop for a single-process service.
+# The calling script defines:
+#   svc_launch PORT    exec the server in the foreground on 127.0.0.1:PORT (cwd, env as needed)
+#   svc_ready_url URL  the URL that answers 2xx once the server is ready, given its base URL
+#   svc_env URL        the KEY=VALUE lines naming the service for its users (e.g. FOO_URL=URL)
+#   svc_pid_key        the env key holding the server pid
+simple_service() {
+  local cmd="$1" state="$2" timeout_s="$3" owner_pid="$4"
+  local envfile="$state/env" pid port url watchdog_pid=""
+  running() {
+    [ -f "$envfile" ] || return 1
+    pid_alive "$(env_get "$envfile" "$(svc_pid_key)")" || return 1
+    curl -sf -o /dev/null --max-time 5 "$(svc_ready_url "$(env_get "$envfile" SERVICE_URL)")"
+  }
+  cleanup() {
+    stop_watchdog "$envfile"
+    stop_pid "$(env_get "$envfile" "$(svc_pid_key)")" 10
+    rm -f "$envfile" "$state/server.log"
+  }
+  case "$cmd" in
+    start)
+      lock_state "$state"
+      if running; then
+        cat "$envfile"
+        return 0
+      fi
+      [ ! -f "$envfile" ] || cleanup
+      port="$(free_port)"
+      url="http://127.0.0.1:$port"
+      (svc_launch "$port" </dev/null >"$state/server.log" 2>&1 9>&-) &
+      pid=$!
+      printf 'SERVICE_URL=%s\n%s=%s\n' "$url" "$(svc_pid_key)" "$pid" >"$envfile"
+      if ! wait_http "$(svc_ready_url "$url")" "$timeout_s" "$pid" "$state/server.log"; then
+        cleanup
+        exit 1
+      fi
+      [ -z "$owner_pid" ] || watchdog_pid="$(start_watchdog "$owner_pid" "$state")"
+      {
+        svc_env "$url"
+        echo "SERVICE_URL=$url"
+        echo "$(svc_pid_key)=$pid"
+        echo "WATCHDOG_PID=$watchdog_pid"
+        echo "SERVICE_STATE=$state"
+      } >"$envfile"
+      cat "$envfile"
+      ;;
+    status)
+      if running; then
+        cat "$envfile"
+      else
+        echo "$service: not running (state $state)" >&2
+        return 3
+      fi
+      ;;
+    stop)
+      lock_state "$state"
+      if [ -f "$envfile" ]; then
+        cleanup
+        echo "$service: stopped (state $state)" >&2
+      else
+        echo "$service: not running (state $state)" >&2
+      fi
+      rm -f "$state/.lock"
+      rmdir "$state" 2>/dev/null || true
+      ;;
+    *)
+      die 2 "unknown command '$cmd'; use start, status or stop"
+      ;;
+  esac
+}
+
+# parse_simple_args ARGS...: sets $state, $timeout_s, $owner_pid, and $extra_root (--root DIR).
+parse_simple_args() {
+  state="${COPGEN_STATE:-$copgen_repo/.services}/$service"
+  timeout_s=30
+  owner_pid=""
+  extra_root=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --state) state="${2:?--state needs a directory}"; shift 2 ;;
+      --timeout) timeout_s="${2:?--timeout needs seconds}"; shift 2 ;;
+      --owner-pid) owner_pid="${2:?--owner-pid needs a pid}"; shift 2 ;;
+      --root) extra_root="${2:?--root needs a directory}"; shift 2 ;;
+      -h|--help) usage ;;
+      *) die 2 "unknown argument '$1'; see '$(basename "$0") --help'" ;;
+    esac
+  done
+  case "$timeout_s" in ''|*[!0-9]*) die 2 "--timeout must be whole seconds, got '$timeout_s'" ;; esac
+  state="$(realpath -m "$state")"
 }
