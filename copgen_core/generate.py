@@ -36,7 +36,7 @@ from copgen_core.backbone import CopgenBackbone
 from copgen_core.modalities import Kind, Modality, resolve
 from copgen_core.normalize import denormalize, normalize
 from copgen_core.normalize_common import Mode
-from copgen_core.sampler import Callback, Method, Spacing, StepHook, sample_dpmpp
+from copgen_core.sampler import DEFAULT_T_END, Callback, Method, Spacing, StepHook, sample_dpmpp
 from copgen_core.schedule import DiscreteVPSchedule, copgen_schedule
 from copgen_core.seeding import SampleKey, canonical_key, derive_seed, sample_noise
 from copgen_core.vae import KLVAE
@@ -228,6 +228,8 @@ def sample_latents(
     method: Method = "singlestep",
     spacing: Spacing = "time_uniform",
     orders: Sequence[int] | None = None,
+    t_start: float = 1.0,
+    t_end: float = DEFAULT_T_END,
     marginal_timestep: float | None = None,
     schedule: DiscreteVPSchedule | None = None,
     autocast_dtype: torch.dtype | None = None,
@@ -247,7 +249,7 @@ def sample_latents(
         Initial noise (R, C, H, W) per target modality; the keys are the targets.
     conditions, marginal, marginal_timestep, schedule, autocast_dtype, per_row, forward:
         See :class:`JointDenoiser`.
-    steps, order, method, spacing, orders, callback, step_hook:
+    steps, order, method, spacing, orders, t_start, t_end, callback, step_hook:
         See :func:`copgen_core.sampler.sample_dpmpp` (``callback``/``step_hook`` see the flat state;
         use :meth:`JointDenoiser.unpack` to split it).
 
@@ -285,6 +287,8 @@ def sample_latents(
             spacing=spacing,
             schedule=denoiser.schedule,
             orders=orders,
+            t_start=t_start,
+            t_end=t_end,
             callback=callback,
             step_hook=step_hook,
         )

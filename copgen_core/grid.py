@@ -239,10 +239,10 @@ def latlon_to_cell(lat: float | np.ndarray, lon: float | np.ndarray) -> tuple[np
     # col = count(lons < lon) - 1 (searchsorted side='left' minus one).
     est = np.floor((lon_a - t.first_lon[rows]) / t.lon_step[rows]).astype(np.int64)
     col = np.clip(est, -1, n - 1)
-    for _ in range(3):
+    for _ in range(2):
         down = (col >= 0) & (_lon_of(rows, np.clip(col, 0, n - 1)) >= lon_a)
         col = np.where(down, col - 1, col)
-    for _ in range(3):
+    for _ in range(2):
         nxt = np.clip(col + 1, 0, n - 1)
         up = (col + 1 < n) & (_lon_of(rows, nxt) < lon_a)
         col = np.where(up, col + 1, col)
@@ -333,7 +333,7 @@ def cell_bottom_left(name: str) -> tuple[float, float]:
         If the name is malformed or outside the grid.
     """
     row, col = parse_cell(name)
-    return float(_tables().lat_bottom[row]), float(_lon_of(np.int64(row), np.int64(col)))
+    return float(_tables().lat_bottom[row]), float(_lon_of(np.asarray(row, np.int64), np.asarray(col, np.int64)))
 
 
 def cell_size_deg(name: str) -> tuple[float, float]:

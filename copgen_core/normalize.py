@@ -45,6 +45,7 @@ from copgen_core.normalize_classes import (
 )
 from copgen_core.normalize_common import Array, Mode, Normalized, check_mode
 from copgen_core.normalize_continuous import dem_post, dem_pre, s1_post, s1_pre, s2_post, s2_pre
+from copgen_core.normalize_scalars import date_pre as _date_pre
 from copgen_core.normalize_scalars import (
     decode_date,
     encode_date,
@@ -54,7 +55,6 @@ from copgen_core.normalize_scalars import (
     latlon_post,
     latlon_pre,
 )
-from copgen_core.normalize_scalars import date_pre as _date_pre
 
 __all__ = [
     "CLOUD_CLASS_NAMES", "CLOUD_CODES", "CLOUD_PALETTE", "LULC_CLASS_NAMES", "LULC_CODES", "LULC_PALETTE",

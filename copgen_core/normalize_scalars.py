@@ -153,7 +153,7 @@ def encode_date(year: int | np.ndarray, month: int | np.ndarray, day: int | np.n
 def _utc_ymd(when: DateLike) -> tuple[int, int, int]:
     if isinstance(when, dt.datetime):
         if when.tzinfo is not None:
-            when = when.astimezone(dt.timezone.utc)
+            when = when.astimezone(dt.UTC)
         return when.year, when.month, when.day
     if isinstance(when, dt.date):
         return when.year, when.month, when.day

@@ -67,8 +67,8 @@ class LandscapeStyle(_Frozen):
 
 STYLES: dict[str, LandscapeStyle] = {
     "alpine": LandscapeStyle(
-        floor_m=420.0, floor_var_m=140.0, relief_m=3300.0, mountain_wavelength_m=14000.0, ridged=0.6,
-        valley_wavelength_m=11000.0, valley_floor_m=260.0, valley_wall_m=2600.0, river_halfwidth_m=14.0,
+        floor_m=420.0, floor_var_m=140.0, relief_m=4200.0, mountain_wavelength_m=9000.0, ridged=0.6,
+        valley_wavelength_m=11000.0, valley_floor_m=220.0, valley_wall_m=1500.0, river_halfwidth_m=14.0,
         lake_threshold=0.26, sea=False, snowline_summer_m=2750.0, snowline_winter_m=850.0,
         treeline_m=1950.0, rockline_m=2300.0, forest_threshold=-0.05, conifer_from_m=950.0,
         arable_max_slope_deg=7.0, arable_max_m=1100.0, crop_fraction=0.55, woodlot_fraction=0.05,
@@ -85,8 +85,8 @@ STYLES: dict[str, LandscapeStyle] = {
         town_radius_m=(120.0, 420.0), phenology_shift_days=0.0, bare_is_rock=False, cloud_top_m=2600.0,
     ),
     "fjord": LandscapeStyle(
-        floor_m=-60.0, floor_var_m=120.0, relief_m=1450.0, mountain_wavelength_m=9000.0, ridged=0.45,
-        valley_wavelength_m=8000.0, valley_floor_m=420.0, valley_wall_m=2200.0, river_halfwidth_m=10.0,
+        floor_m=-25.0, floor_var_m=110.0, relief_m=1450.0, mountain_wavelength_m=9000.0, ridged=0.45,
+        valley_wavelength_m=8000.0, valley_floor_m=300.0, valley_wall_m=1300.0, river_halfwidth_m=10.0,
         lake_threshold=0.22, sea=True, snowline_summer_m=1350.0, snowline_winter_m=180.0,
         treeline_m=620.0, rockline_m=900.0, forest_threshold=-0.08, conifer_from_m=0.0,
         arable_max_slope_deg=6.0, arable_max_m=200.0, crop_fraction=0.35, woodlot_fraction=0.05,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +95,9 @@ def _cells(path: Path) -> list[CheckResult]:
         if not sel:
             continue
         name = f"cells/{field}"
-        out.append(_guarded(name, lambda sel=sel, fmt=fmt, field=field, name=name: compare_close(
-            SECTION, name, np.stack([grid.patch_centres(c["cell"], fmt) for c in sel]),
-            np.array([c[field] for c in sel], np.float32))))
+        got = np.stack([grid.patch_centres(c["cell"], fmt) for c in sel])
+        ref = np.array([c[field] for c in sel], np.float32)
+        out.append(_guarded(name, partial(compare_close, SECTION, name, got, ref)))
     return out
 
 

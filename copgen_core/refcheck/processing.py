@@ -1,7 +1,8 @@
 """Golden check of the pre/post-processing against ``<ref_dir>/processing/``.
 
 Every input in ``cases.safetensors`` is run through :func:`copgen_core.normalize.normalize` (official
-mode) or :func:`~copgen_core.normalize.denormalize` and compared with the stored output: floats with
+mode) or :func:`~copgen_core.normalize.denormalize` and compared with the stored output; the
+``*_of_*`` round trips chain our own forward and inverse maps, as the official ones did. Floats with
 ``allclose(rtol=1e-6, atol=1e-6)``, integer outputs exactly (README of the reference set). The modality
 keys come from ``cases.json`` -> ``keys_used`` when present, and the normalisation constants are checked
 against its ``data_config``, so the check runs on any directory with the same layout.
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file
 
-from copgen_core.normalize import denormalize, encode_timestamp, normalize
+from copgen_core.normalize import Mode, denormalize, encode_timestamp, normalize
 from copgen_core.normalize_continuous import (
     DEM_MAX_LOG,
     DEM_MIN_LOG,
@@ -32,7 +35,7 @@ SECTION = "processing"
 FLOAT_RTOL = 1e-6
 FLOAT_ATOL = 1e-6
 
-DEFAULT_KEYS: dict[str, object] = {
+DEFAULT_KEYS: dict[str, Any] = {
     "s2": ["S2L2A_B02_B03_B04_B08", "S2L1C_B01_B09_B10"],
     "s1": "S1RTC_vh_vv",
     "dem": "DEM_DEM",
@@ -49,8 +52,12 @@ def _np(x: object) -> np.ndarray:
 
 def compare_close(section: str, name: str, got: object, ref: np.ndarray, rtol: float = FLOAT_RTOL,
                   atol: float = FLOAT_ATOL) -> CheckResult:
-    """allclose check; ``worst`` is max |got - ref| / (atol + rtol |ref|) scaled by atol, i.e. the abs error
-    that would violate an equal-tolerance allclose, compared with ``atol``."""
+    """``allclose(got, ref, rtol, atol)`` as a :class:`CheckResult`.
+
+    ``worst`` is ``max |got - ref| * atol / (atol + rtol |ref|)``: the error rescaled so that it is at most
+    ``atol`` (the reported tolerance) exactly when allclose holds. The detail line gives the raw max
+    absolute error and how many entries are not bit-equal. A shape mismatch fails with worst = inf.
+    """
     g = _np(got)
     if g.shape != ref.shape:
         return CheckResult(section, name, float("inf"), atol, False, f"shape {g.shape} != reference {ref.shape}")
@@ -88,9 +95,9 @@ def _guarded(name: str, fn: Callable[[], CheckResult]) -> CheckResult:
         return CheckResult(SECTION, name, float("inf"), 0.0, False, f"{type(exc).__name__}: {exc}")
 
 
-def _s2_key(keys: dict[str, object], product: str) -> str:
+def _s2_key(keys: dict[str, Any], product: str) -> str:
     s2 = keys["s2"]
-    names = [s2] if isinstance(s2, str) else list(s2)  # type: ignore[arg-type]
+    names = [s2] if isinstance(s2, str) else list(s2)
     for k in names:
         if str(k).startswith(f"S2{product.upper()}"):
             return str(k)
@@ -134,7 +141,7 @@ def run(ref_dir: Path) -> list[CheckResult]:
     meta_path = folder / "cases.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     keys = {**DEFAULT_KEYS, **meta.get("keys_used", {})}
-    off = "official"
+    off: Mode = "official"
 
     def close(name: str, got: Callable[[], object]) -> CheckResult:
         return _guarded(name, lambda: compare_close(SECTION, name, got(), d[name]))
@@ -142,22 +149,28 @@ def run(ref_dir: Path) -> list[CheckResult]:
     def exact(name: str, got: Callable[[], object]) -> CheckResult:
         return _guarded(name, lambda: compare_exact(SECTION, name, got(), d[name]))
 
-    def pre(key: object, x: object, **kw: object) -> object:
-        return normalize(str(key), x, mode=off, **kw).values  # type: ignore[arg-type]
+    def pre(key: object, x: object, in_db: bool = False) -> Any:
+        return normalize(str(key), x, mode=off, in_db=in_db).values
 
     def torch_in(name: str) -> torch.Tensor:
         return torch.from_numpy(d[name])
+
+    def s2_pre(key: str) -> Any:
+        return pre(key, torch_in("s2/in_dn").to(torch.float32))
+
+    def s2_torch(key: str, product: str) -> CheckResult:
+        return compare_close(SECTION, f"s2/{product}/pre[torch]", s2_pre(key), d[f"s2/{product}/pre"])
+
+    def one_hot_round_trip(key: str, group: str) -> Any:
+        return denormalize(key, pre(key, torch_in(f"{group}/in_codes"))[None])
 
     out: list[CheckResult] = []
     for product in ("l2a", "l1c"):
         key = _s2_key(keys, product)
         out += [
-            close(f"s2/{product}/pre", lambda key=key: pre(key, d["s2/in_dn"].astype(np.uint16))),
-            _guarded(f"s2/{product}/pre[torch]", lambda key=key, p=product: compare_close(
-                SECTION, f"s2/{p}/pre[torch]", pre(key, torch_in("s2/in_dn").to(torch.float32)),
-                d[f"s2/{p}/pre"])),
-            close(f"s2/{product}/post_of_pre", lambda key=key, p=product: denormalize(
-                key, torch_in(f"s2/{p}/pre")[None])),
+            close(f"s2/{product}/pre", partial(pre, key, d["s2/in_dn"].astype(np.uint16))),
+            _guarded(f"s2/{product}/pre[torch]", partial(s2_torch, key, product)),
+            close(f"s2/{product}/post_of_pre", partial(lambda k: denormalize(k, s2_pre(k)[None]), key)),
         ]
     s2_key = _s2_key(keys, "l2a")
     out.append(close("s2/post_out", lambda: denormalize(s2_key, torch_in("s2/post_in"))))
@@ -167,30 +180,30 @@ def run(ref_dir: Path) -> list[CheckResult]:
         close("s1/pre", lambda: pre(s1, torch_in("s1/in_linear"))),
         close("s1/pre_numpy_path", lambda: pre(s1, d["s1/in_linear"])),
         close("s1/pre_in_db", lambda: pre(s1, torch_in("s1/in_db"), in_db=True)),
-        close("s1/post_of_pre", lambda: denormalize(str(s1), torch_in("s1/pre")[None])),
+        close("s1/post_of_pre", lambda: denormalize(str(s1), pre(s1, torch_in("s1/in_linear"))[None])),
         close("s1/post_out", lambda: denormalize(str(s1), torch_in("s1/post_in"))),
         close("dem/pre", lambda: pre(dem, torch_in("dem/in_m"))),
         close("dem/pre_numpy_path", lambda: pre(dem, d["dem/in_m"])),
-        close("dem/post_of_pre", lambda: denormalize(str(dem), torch_in("dem/pre")[None])),
+        close("dem/post_of_pre", lambda: denormalize(str(dem), pre(dem, torch_in("dem/in_m"))[None])),
         close("dem/post_out", lambda: denormalize(str(dem), torch_in("dem/post_in"))),
     ]
     for group in ("lulc", "cloud"):
         key = str(keys[group])
         out += [
-            close(f"{group}/pre", lambda key=key, g=group: pre(key, d[f"{g}/in_codes"])),
-            exact(f"{group}/post_of_pre", lambda key=key, g=group: denormalize(key, torch_in(f"{g}/pre")[None])),
-            exact(f"{group}/post_out", lambda key=key, g=group: denormalize(key, torch_in(f"{g}/post_in"))),
+            close(f"{group}/pre", partial(pre, key, d[f"{group}/in_codes"])),
+            exact(f"{group}/post_of_pre", partial(one_hot_round_trip, key, group)),
+            exact(f"{group}/post_out", partial(denormalize, key, torch_in(f"{group}/post_in"))),
         ]
 
     ll, dates = str(keys["latlon"]), str(keys["dates"])
     out += [
         close("latlon/encode_lat_lon", lambda: pre(ll, d["latlon/in_deg_float64"])),
         close("latlon/pre_process_from_float32", lambda: pre(ll, d["latlon/in_deg_float64"].astype(np.float32))),
-        close("latlon/decode_of_encode", lambda: denormalize(ll, torch_in("latlon/encode_lat_lon"))),
+        close("latlon/decode_of_encode", lambda: denormalize(ll, pre(ll, torch_in("latlon/in_deg_float64")))),
         close("latlon/decode_raw_out", lambda: denormalize(ll, torch_in("latlon/decode_raw_in"))),
         close("dates/encode_date", lambda: pre(dates, d["dates/in_ymd"])),
         close("dates/pre_process_from_timestamp", lambda: encode_timestamp(d["dates/timestamp_float32_utc"])),
-        exact("dates/decode_of_encode", lambda: denormalize(dates, torch_in("dates/encode_date"))),
+        exact("dates/decode_of_encode", lambda: denormalize(dates, pre(dates, torch_in("dates/in_ymd")))),
         exact("dates/decode_raw_out", lambda: denormalize(dates, d["dates/decode_raw_in"])),
     ]
     out += _constants(meta)

@@ -55,7 +55,7 @@ def test_golden_points_bottom_left_is_bit_exact(points: dict) -> None:
 @needs_reference
 def test_golden_points_epsg_of_cell_and_of_point(points: dict) -> None:
     assert [grid.cell_epsg(n) for n in points["cell"]] == _epsg(points["cell_epsg"])
-    assert grid.utm_epsg(np.array(points["lat"]), np.array(points["lon"])).tolist() == _epsg(points["point_epsg"])
+    assert np.asarray(grid.utm_epsg(np.array(points["lat"]), np.array(points["lon"]))).tolist() == _epsg(points["point_epsg"])
 
 
 @needs_reference
@@ -100,7 +100,7 @@ def test_every_row_matches_the_official_row_table() -> None:
     rows = json.loads((GRID_DIR / "rows.json").read_text())
     assert grid.num_rows() == len(rows["name"]) == 1893
     assert grid.row_lats().tolist() == rows["lat_bottom"]
-    assert grid.num_cols(np.arange(grid.num_rows())).tolist() == rows["num_cols"]
+    assert np.asarray(grid.num_cols(np.arange(grid.num_rows()))).tolist() == rows["num_cols"]
     assert [grid.row_name(i) for i in range(grid.num_rows())] == rows["name"]
     assert int(np.sum(grid.num_cols(np.arange(grid.num_rows())))) == 5_094_350
 
@@ -124,6 +124,18 @@ def test_twelve_even_rows_end_at_plus_180_instead_of_starting_at_minus_180() -> 
         # A point just east of -180 wraps into the last cell, whose grid point is +180.
         rows, cols = grid.latlon_to_cell(float(grid.row_lats()[r]) + 1e-6, -179.99999)
         assert (int(rows), int(cols)) == (r, grid.num_cols(r) - 1)
+
+
+@pytest.mark.parametrize("row", [0, 1, 146, 500, 945, 946, 1500, 1746, 1891, 1892])
+def test_every_grid_point_of_a_row_goes_south_west_and_one_ulp_north_east_stays(row: int) -> None:
+    lons_row = grid.column_lons(row)
+    n = len(lons_row)
+    lat_in = np.full(n, np.nextafter(grid.row_lats()[row], 90.0))
+    _, on_point = grid.latlon_to_cell(lat_in, lons_row)
+    assert on_point.tolist() == ((np.arange(n) - 1) % n).tolist()
+    inside = lons_row < 180.0
+    rows, cols = grid.latlon_to_cell(lat_in[inside], np.nextafter(lons_row[inside], 180.0))
+    assert (rows == row).all() and cols.tolist() == np.arange(n)[inside].tolist()
 
 
 def test_documented_quirks() -> None:
