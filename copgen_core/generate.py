@@ -541,7 +541,7 @@ class CopgenModel:
             if mod in out:
                 raise ValueError(f"{what}: {mod.key} is given twice")
             out.append(mod)
-        return out
+        return sorted(out, key=lambda m: self.modalities.index(m.key))
 
     def _chunks(self, total: int, batch_size: int | None) -> Iterator[slice]:
         step = total if not batch_size else batch_size

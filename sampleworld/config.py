@@ -69,8 +69,8 @@ STYLES: dict[str, LandscapeStyle] = {
     "alpine": LandscapeStyle(
         floor_m=420.0, floor_var_m=140.0, relief_m=4200.0, mountain_wavelength_m=9000.0, ridged=0.6,
         valley_wavelength_m=11000.0, valley_floor_m=220.0, valley_wall_m=1500.0, river_halfwidth_m=14.0,
-        lake_threshold=0.26, sea=False, snowline_summer_m=2750.0, snowline_winter_m=850.0,
-        treeline_m=1950.0, rockline_m=2300.0, forest_threshold=-0.05, conifer_from_m=950.0,
+        lake_threshold=0.26, sea=False, snowline_summer_m=2300.0, snowline_winter_m=850.0,
+        treeline_m=1800.0, rockline_m=2050.0, forest_threshold=-0.05, conifer_from_m=950.0,
         arable_max_slope_deg=7.0, arable_max_m=1100.0, crop_fraction=0.55, woodlot_fraction=0.05,
         parcel_angle_deg=23.0, town_spacing_m=2600.0, town_probability=0.75,
         town_radius_m=(150.0, 480.0), phenology_shift_days=0.0, bare_is_rock=True, cloud_top_m=3600.0,

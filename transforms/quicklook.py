@@ -11,25 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-# Esri/Impact Observatory 10 m land cover: raw class code -> RGB (COP-GEN's visualisation palette).
-LULC_PALETTE: dict[int, tuple[int, int, int]] = {
-    0: (0, 0, 0),
-    1: (26, 91, 171),
-    2: (53, 130, 33),
-    4: (135, 209, 158),
-    5: (255, 219, 92),
-    7: (237, 2, 42),
-    8: (227, 226, 195),
-    9: (168, 235, 255),
-    10: (97, 97, 97),
-    11: (165, 155, 143),
+from copgen_core.normalize import CLOUD_CODES, CLOUD_PALETTE, LULC_CLASS_NAMES, LULC_CODES, LULC_PALETTE
+
+LULC_COLOURS: dict[int, tuple[int, int, int]] = {
+    code: tuple(int(v) for v in LULC_PALETTE[i]) for i, code in enumerate(LULC_CODES)  # type: ignore[misc]
 }
-LULC_NAMES: dict[int, str] = {
-    0: "No data", 1: "Water", 2: "Trees", 4: "Flooded vegetation", 5: "Crops", 7: "Built area",
-    8: "Bare ground", 9: "Snow/ice", 10: "Clouds", 11: "Rangeland",
+"""Raw Esri/IO class code -> RGB (COP-GEN's palette)."""
+LULC_NAMES: dict[int, str] = dict(zip(LULC_CODES, LULC_CLASS_NAMES, strict=True))
+CLOUD_COLOURS: dict[int, tuple[int, int, int]] = {
+    code: tuple(int(v) for v in CLOUD_PALETTE[i]) for i, code in enumerate(CLOUD_CODES)  # type: ignore[misc]
 }
-CLOUD_PALETTE: dict[int, tuple[int, int, int]] = {0: (0, 0, 0), 1: (255, 255, 255), 2: (170, 200, 230),
-                                                  3: (90, 60, 120)}
+"""Cloud-mask code -> RGB (clear, thick, thin, shadow)."""
 
 
 def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -62,12 +54,12 @@ def hillshade(dem_m: np.ndarray, *, gsd_m: float = 30.0, azimuth_deg: float = 31
               altitude_deg: float = 45.0) -> np.ndarray:
     """Shaded relief of a (H, W) DEM in metres, tinted by elevation."""
     z = np.nan_to_num(np.asarray(dem_m, dtype=np.float64))
-    dy, dx = np.gradient(z, gsd_m)
-    slope = np.arctan(np.hypot(dx, dy))
-    aspect = np.arctan2(-dx, dy)
+    d_row, d_col = np.gradient(z, gsd_m)
+    nx, ny, nz = -d_col, d_row, np.ones_like(z)  # surface normal (east, north, up); rows run southward
+    norm = np.sqrt(nx**2 + ny**2 + nz**2)
     az, alt = np.radians(azimuth_deg), np.radians(altitude_deg)
-    shade = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
-    shade = np.clip(shade, 0, 1)
+    sun = (np.sin(az) * np.cos(alt), np.cos(az) * np.cos(alt), np.sin(alt))
+    shade = np.clip((nx * sun[0] + ny * sun[1] + nz * sun[2]) / norm, 0, 1)
     lo, hi = np.percentile(z, [2, 98]) if z.size else (0.0, 1.0)
     t = np.clip((z - lo) / max(hi - lo, 1e-6), 0, 1)
     tint = np.stack([0.35 + 0.55 * t, 0.55 + 0.25 * t, 0.30 + 0.45 * t], axis=-1)
