@@ -145,11 +145,11 @@ class JointDenoiser:
         self.autocast_dtype = autocast_dtype
         self.per_row = per_row
         self.rows: int | None = None
-        for key, value in self.conditions.items():
-            self._check_latent(key, value, "condition")
-        for key, value in self.marginal.items():
-            if isinstance(value, Tensor):
-                self._check_latent(key, value, "marginal latent")
+        for key, latent in self.conditions.items():
+            self._check_latent(key, latent, "condition")
+        for key, held in self.marginal.items():
+            if isinstance(held, Tensor):
+                self._check_latent(key, held, "marginal latent")
 
     def _check_latent(self, key: str, value: Tensor, what: str) -> None:
         want = resolve(key).latent_shape
@@ -347,7 +347,7 @@ def _check_condition(modality: Modality, value: object) -> np.ndarray | list[dt.
     """Validate one physical condition; return it as numpy (or a list of dates)."""
     key = modality.key
     if modality.kind is Kind.DATE and _is_date_sequence(value):
-        return list(value)  # type: ignore[arg-type]
+        return list(value)  # type: ignore[call-overload]
     arr = _as_numpy(key, value)
     want = physical_shape(modality)
     if arr.ndim != len(want) + 1 or tuple(arr.shape[1:]) != want:

@@ -55,20 +55,18 @@ def singlestep_orders(steps: int, order: int = 3) -> list[int]:
 
     order 3: K = steps // 3 + 1 and ``[3]*(K-2) + [2, 1]`` if steps % 3 == 0, ``[3]*(K-1) + [1]`` if
     steps % 3 == 1, ``[3]*(K-1) + [2]`` if steps % 3 == 2. order 2: ``[2]*(steps//2)`` plus a final 1
-    when steps is odd. order 1: ``[1]*steps``.
+    when steps is odd. order 1: ``[1]*steps``. So 1 and 2 steps at order 3 give [1] and [2].
 
     Raises
     ------
     ValueError
-        If ``order`` is not 1, 2 or 3, or ``steps < 1`` (order 3 needs ``steps >= 3``).
+        If ``order`` is not 1, 2 or 3, or ``steps < 1``.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
     if order == 3:
-        if steps < 3:
-            raise ValueError(f"order 3 needs steps >= 3, got {steps}; use order=1 or 2 for so few steps")
         k = steps // 3 + 1
         if steps % 3 == 0:
             return [3] * (k - 2) + [2, 1]

@@ -42,7 +42,7 @@ def canonical_key(key: object) -> str:
     if isinstance(key, bool):
         raise TypeError(f"sample key parts must be str, int or tuples of those; got bool {key!r}")
     try:
-        return f"i{operator.index(key)}"  # type: ignore[call-overload]
+        return f"i{operator.index(key)}"  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(
             f"sample key parts must be str, int or tuples of those; got {type(key).__name__} {key!r}. "

@@ -151,6 +151,7 @@ def search_items(
         For arguments that cannot make a valid search (no collections, a bad bbox, negative retries).
     """
     from pystac_client.exceptions import APIError
+    from pystac_client.warnings import DoesNotConformTo
 
     if isinstance(collections, str) or not collections:
         raise ValueError(f"collections must be a non-empty list of collection ids, got {collections!r}")
@@ -182,7 +183,7 @@ def search_items(
             log.warning("STAC search on %s failed (attempt %d of %d: %s); retrying in %.2f s",
                         api_url, attempt, attempts, _short(err, 120), delay)
             time.sleep(delay)
-        except NotImplementedError as err:  # pystac-client: DoesNotConformTo(ITEM_SEARCH)
+        except DoesNotConformTo as err:  # raised (not warned) when the root does not offer item search
             raise CatalogRequestError(
                 api_url, None,
                 f"{api_url} is not a STAC API with item search ({_short(err)}). "

@@ -96,7 +96,9 @@ def test_official_presets_have_the_published_parameter_counts() -> None:
 def test_analytic_count_matches_instantiated_models_for_odd_configs() -> None:
     configs = [
         BACKBONE_PRESETS["tiny"],
-        BackboneConfig(modalities=("DEM_DEM", "mean_timestamps"), embed_dim=48, depth=3, num_heads=3, qkv_bias=True),
+        BackboneConfig(
+            modalities=("DEM_DEM", "mean_timestamps"), embed_dim=48, depth=3, num_heads=3, qkv_bias=True
+        ),
         BackboneConfig(embed_dim=40, depth=4, num_heads=5, mlp_ratio=2.5),
     ]
     for config in configs:

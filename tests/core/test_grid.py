@@ -16,7 +16,9 @@ from copgen_core.refcheck import grid as grid_check
 from tests.paths import REAL, REFERENCE
 
 GRID_DIR = REFERENCE / "grid"
-needs_reference = pytest.mark.skipif(not GRID_DIR.is_dir(), reason=f"golden grid vectors not found at {GRID_DIR}")
+needs_reference = pytest.mark.skipif(
+    not GRID_DIR.is_dir(), reason=f"golden grid vectors not found at {GRID_DIR}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,9 @@ def test_every_golden_point_lands_in_the_official_cell(points: dict) -> None:
     assert rows.tolist() == points["row_idx"]
     assert cols.tolist() == points["col_idx"]
     assert grid.cell_ids(rows, cols).tolist() == points["cell"]
-    assert [grid.cell_of(a, b) for a, b in zip(points["lat"][:50], points["lon"][:50], strict=True)] \
-        == points["cell"][:50]
+    assert [
+        grid.cell_of(a, b) for a, b in zip(points["lat"][:50], points["lon"][:50], strict=True)
+    ] == points["cell"][:50]
 
 
 @needs_reference
@@ -55,7 +58,9 @@ def test_golden_points_bottom_left_is_bit_exact(points: dict) -> None:
 @needs_reference
 def test_golden_points_epsg_of_cell_and_of_point(points: dict) -> None:
     assert [grid.cell_epsg(n) for n in points["cell"]] == _epsg(points["cell_epsg"])
-    assert np.asarray(grid.utm_epsg(np.array(points["lat"]), np.array(points["lon"]))).tolist() == _epsg(points["point_epsg"])
+    assert np.asarray(grid.utm_epsg(np.array(points["lat"]), np.array(points["lon"]))).tolist() == _epsg(
+        points["point_epsg"]
+    )
 
 
 @needs_reference
@@ -160,10 +165,26 @@ def test_scalar_and_array_inputs() -> None:
 
 @pytest.mark.parametrize(
     ("lat", "lon", "epsg"),
-    [(60.0, 5.0, 32632), (56.0, 2.999, 32631), (56.0, 3.0, 32632), (63.999, 11.999, 32632), (64.0, 5.0, 32631),
-     (72.0, 0.0, 32631), (75.0, 8.999, 32631), (75.0, 9.0, 32633), (80.0, 21.0, 32635), (83.9, 33.0, 32637),
-     (83.9, 41.99, 32637), (84.0, 20.0, 32634), (0.0, 0.0, 32631), (-0.0, 0.0, 32631), (-1e-9, 0.0, 32731),
-     (0.0, 180.0, 32601), (0.0, -180.0, 32601), (-36.0, 175.7, 32760)],
+    [
+        (60.0, 5.0, 32632),
+        (56.0, 2.999, 32631),
+        (56.0, 3.0, 32632),
+        (63.999, 11.999, 32632),
+        (64.0, 5.0, 32631),
+        (72.0, 0.0, 32631),
+        (75.0, 8.999, 32631),
+        (75.0, 9.0, 32633),
+        (80.0, 21.0, 32635),
+        (83.9, 33.0, 32637),
+        (83.9, 41.99, 32637),
+        (84.0, 20.0, 32634),
+        (0.0, 0.0, 32631),
+        (-0.0, 0.0, 32631),
+        (-1e-9, 0.0, 32731),
+        (0.0, 180.0, 32601),
+        (0.0, -180.0, 32601),
+        (-36.0, 175.7, 32760),
+    ],
 )
 def test_utm_zone_exceptions_and_hemispheres(lat: float, lon: float, epsg: int) -> None:
     assert grid.utm_epsg(lat, lon) == epsg
@@ -171,8 +192,21 @@ def test_utm_zone_exceptions_and_hemispheres(lat: float, lon: float, epsg: int) 
 
 @pytest.mark.parametrize(
     "name",
-    ["215U1019R", "215U_1019", "0D_0R", "1D_0L", "947U_0R", "947D_0R", "01U_0R", "215U_01R", "215X_1R", "",
-     "215U_1892R", "215U_1892L", " 215U_1019R"],
+    [
+        "215U1019R",
+        "215U_1019",
+        "0D_0R",
+        "1D_0L",
+        "947U_0R",
+        "947D_0R",
+        "01U_0R",
+        "215U_01R",
+        "215X_1R",
+        "",
+        "215U_1892R",
+        "215U_1892L",
+        " 215U_1019R",
+    ],
 )
 def test_parse_cell_rejects_malformed_or_out_of_grid_names(name: str) -> None:
     if name == " 215U_1019R":  # surrounding whitespace is tolerated

@@ -34,7 +34,9 @@ from copgen_core.refcheck import processing as processing_check
 from tests.paths import REAL, REFERENCE
 
 PROC_DIR = REFERENCE / "processing"
-needs_reference = pytest.mark.skipif(not PROC_DIR.is_dir(), reason=f"golden processing vectors not found at {PROC_DIR}")
+needs_reference = pytest.mark.skipif(
+    not PROC_DIR.is_dir(), reason=f"golden processing vectors not found at {PROC_DIR}"
+)
 OFF: Mode = "official"
 
 
@@ -57,7 +59,9 @@ def _close(got: object, ref: np.ndarray) -> None:
 
 
 @needs_reference
-@pytest.mark.parametrize("key", ["S2L2A_B02_B03_B04_B08", "S2L1C_B01_B09_B10", "S2L2A_B05_B06_B07_B11_B12_B8A"])
+@pytest.mark.parametrize(
+    "key", ["S2L2A_B02_B03_B04_B08", "S2L1C_B01_B09_B10", "S2L2A_B05_B06_B07_B11_B12_B8A"]
+)
 def test_s2_official_matches_golden_for_uint16_numpy_and_float_torch(gold: dict, key: str) -> None:
     ref = gold["s2/l2a/pre"]
     np.testing.assert_array_equal(normalize(key, gold["s2/in_dn"].astype(np.uint16), mode=OFF).values, ref)
@@ -105,23 +109,34 @@ def test_latlon_official_matches_golden(gold: dict) -> None:
     deg = gold["latlon/in_deg_float64"]
     np.testing.assert_array_equal(normalize("latlon", deg, mode=OFF).values, gold["latlon/encode_lat_lon"])
     np.testing.assert_array_equal(encode_latlon(deg[:, 0], deg[:, 1]), gold["latlon/encode_lat_lon"])
-    np.testing.assert_array_equal(normalize("latlon", deg.astype(np.float32)).values,
-                                  gold["latlon/pre_process_from_float32"])
-    np.testing.assert_array_equal(denormalize("latlon", gold["latlon/encode_lat_lon"]), gold["latlon/decode_of_encode"])
-    np.testing.assert_array_equal(_np(denormalize("latlon", torch.from_numpy(gold["latlon/decode_raw_in"]))),
-                                  gold["latlon/decode_raw_out"])
+    np.testing.assert_array_equal(
+        normalize("latlon", deg.astype(np.float32)).values, gold["latlon/pre_process_from_float32"]
+    )
+    np.testing.assert_array_equal(
+        denormalize("latlon", gold["latlon/encode_lat_lon"]), gold["latlon/decode_of_encode"]
+    )
+    np.testing.assert_array_equal(
+        _np(denormalize("latlon", torch.from_numpy(gold["latlon/decode_raw_in"]))),
+        gold["latlon/decode_raw_out"],
+    )
 
 
 @needs_reference
 def test_dates_official_match_golden(gold: dict) -> None:
     ymd = gold["dates/in_ymd"]
-    np.testing.assert_array_equal(normalize("mean_timestamps", ymd, mode=OFF).values, gold["dates/encode_date"])
+    np.testing.assert_array_equal(
+        normalize("mean_timestamps", ymd, mode=OFF).values, gold["dates/encode_date"]
+    )
     np.testing.assert_array_equal(encode_date(ymd[:, 0], ymd[:, 1], ymd[:, 2]), gold["dates/encode_date"])
-    np.testing.assert_array_equal(encode_timestamp(gold["dates/timestamp_float32_utc"]),
-                                  gold["dates/pre_process_from_timestamp"])
-    np.testing.assert_array_equal(denormalize("date", gold["dates/encode_date"]), gold["dates/decode_of_encode"])
-    np.testing.assert_array_equal(_np(decode_date(torch.from_numpy(gold["dates/decode_raw_in"]))),
-                                  gold["dates/decode_raw_out"])
+    np.testing.assert_array_equal(
+        encode_timestamp(gold["dates/timestamp_float32_utc"]), gold["dates/pre_process_from_timestamp"]
+    )
+    np.testing.assert_array_equal(
+        denormalize("date", gold["dates/encode_date"]), gold["dates/decode_of_encode"]
+    )
+    np.testing.assert_array_equal(
+        _np(decode_date(torch.from_numpy(gold["dates/decode_raw_in"]))), gold["dates/decode_raw_out"]
+    )
 
 
 # --- strict mode -------------------------------------------------------------------------------
@@ -190,11 +205,16 @@ def test_s2_baseline_offset_is_removed_only_on_request() -> None:
 def test_strict_s1_stays_in_range_and_reports_changes() -> None:
     lin = np.array([0.0, -0.5, 1e-12, 0.05, 5e4], dtype=np.float32)
     values, notes = normalize("s1", lin)
-    assert float(values.min()) == pytest.approx(-1.0, abs=1e-6) and float(values.max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(values.min()) == pytest.approx(-1.0, abs=1e-6) and float(values.max()) == pytest.approx(
+        1.0, abs=1e-6
+    )
     assert len(notes) == 2 and "3 pixels" in notes[0]
     db = 10 * np.log10(np.array([0.05, 0.2], dtype=np.float32))
-    np.testing.assert_allclose(normalize("s1", db, in_db=True).values,
-                               normalize("s1", np.array([0.05, 0.2], dtype=np.float32)).values, atol=1e-6)
+    np.testing.assert_allclose(
+        normalize("s1", db, in_db=True).values,
+        normalize("s1", np.array([0.05, 0.2], dtype=np.float32)).values,
+        atol=1e-6,
+    )
 
 
 def test_unknown_mode_and_modality_are_refused() -> None:
@@ -281,7 +301,9 @@ def test_dates_use_the_utc_calendar_day() -> None:
 
 
 def test_date_decode_rules() -> None:
-    vec = np.array([[0.0, 1.0, 0.4], [0.0, -1.0, np.float32(0.41)], [0.0, -1.0, np.float32(0.43)]], np.float32)
+    vec = np.array(
+        [[0.0, 1.0, 0.4], [0.0, -1.0, np.float32(0.41)], [0.0, -1.0, np.float32(0.43)]], np.float32
+    )
     out = decode_date(vec).tolist()
     assert out[0] == [31, 12, 2020]  # angle 0 -> doy 0 -> n: 31 December
     assert out[1][2] == 2020 and out[2][2] == 2022  # 2020.4999998 -> 2020; 2021.5000004 -> 2022
@@ -337,7 +359,11 @@ def test_palettes_and_rgb() -> None:
     assert LULC_PALETTE.shape == (10, 3) and LULC_PALETTE.dtype == np.uint8
     assert CLOUD_PALETTE.tolist() == LULC_PALETTE[:4].tolist()
     rgb = lulc_rgb(np.array([[1, 11], [3, 0]]))
-    assert rgb.shape == (2, 2, 3) and rgb[0, 0].tolist() == [26, 91, 171] and rgb[0, 1].tolist() == [165, 155, 143]
+    assert (
+        rgb.shape == (2, 2, 3)
+        and rgb[0, 0].tolist() == [26, 91, 171]
+        and rgb[0, 1].tolist() == [165, 155, 143]
+    )
     assert rgb[1, 0].tolist() == [0, 0, 0]
     assert BY_KEY["LULC_LULC"].vae_channels == len(LULC_CODES)
 

@@ -72,7 +72,10 @@ def test_official_config_has_the_official_size_and_key_layout() -> None:
     assert state["encoder.conv_in.weight"].shape == (128, 6, 3, 3)
     assert state["encoder.down.2.block.0.nin_shortcut.weight"].shape == (512, 256, 1, 1)
     assert state["decoder.up.0.block.0.nin_shortcut.weight"].shape == (128, 256, 1, 1)
-    assert "decoder.up.0.upsample.conv.weight" not in state and "encoder.down.3.downsample.conv.weight" not in state
+    assert (
+        "decoder.up.0.upsample.conv.weight" not in state
+        and "encoder.down.3.downsample.conv.weight" not in state
+    )
     assert state["encoder.conv_out.weight"].shape == (16, 512, 3, 3)
 
 
@@ -143,8 +146,18 @@ def test_bad_inputs_raise_with_shapes(reference_model: KLVAE) -> None:
 def test_config_round_trips_and_reads_official_ddconfig() -> None:
     config = vae_preset("official", "s1")
     assert VAEConfig.from_dict(config.to_dict()) == config
-    dd = {"double_z": True, "z_channels": 8, "resolution": 192, "in_channels": 2, "out_ch": 2, "ch": 128,
-          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    dd = {
+        "double_z": True,
+        "z_channels": 8,
+        "resolution": 192,
+        "in_channels": 2,
+        "out_ch": 2,
+        "ch": 128,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
     assert VAEConfig.from_ddconfig(dd) == config
     with pytest.raises(ValueError, match="attn_resolutions"):
         VAEConfig.from_ddconfig({**dd, "attn_resolutions": [16]})
