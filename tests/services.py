@@ -188,3 +188,36 @@ class ServicePool:
                 errors.append(str(exc))
         if errors:
             raise ServiceError("stopping services failed:\n" + "\n".join(errors))
+
+
+def write_stac_layout(out: Path, collections: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write ``out/stac/collections/<id>.json`` and ``out/stac/items/<id>.ndjson`` (the sample-world
+    layout the scripts load) for hand-made items, with a minimal collection document each.
+
+    Returns ``out``.
+    """
+    (out / "stac" / "collections").mkdir(parents=True, exist_ok=True)
+    (out / "stac" / "items").mkdir(parents=True, exist_ok=True)
+    for collection_id, items in collections.items():
+        collection = {
+            "type": "Collection", "stac_version": "1.0.0", "id": collection_id, "license": "proprietary",
+            "description": f"test collection {collection_id}", "links": [],
+            "extent": {"spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+                       "temporal": {"interval": [["2015-01-01T00:00:00Z", None]]}},
+        }
+        (out / "stac" / "collections" / f"{collection_id}.json").write_text(json.dumps(collection, indent=2))
+        lines = [json.dumps({**item, "collection": collection_id}) for item in items]
+        (out / "stac" / "items" / f"{collection_id}.ndjson").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def point_item(item_id: str, lon: float, lat: float, when: str, **properties: Any) -> dict[str, Any]:
+    """A minimal valid STAC item: a 0.1 degree square at (lon, lat), one file:// asset."""
+    w, s, e, n = lon - 0.05, lat - 0.05, lon + 0.05, lat + 0.05
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "bbox": [w, s, e, n],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "properties": {"datetime": when, **properties},
+        "assets": {"data": {"href": f"file:///data/{item_id}.tif", "type": "image/tiff", "roles": ["data"]}},
+        "links": [],
+    }

@@ -129,7 +129,7 @@ def load_spec(url: str, storage_options: Mapping[str, Any] | None = None) -> Cub
 
 def _var_attrs(mod: Modality, long_name: str, *, codes: bool) -> dict[str, Any]:
     attrs: dict[str, Any] = {"long_name": long_name, "units": UNITS[mod.kind], "copgen_modality": mod.key,
-                             "copgen_kind": mod.kind.value, "grid_mapping": "spatial_ref"}
+                             "copgen_kind": mod.kind.value}
     if codes:
         attrs["flag_values"] = list(CLASS_CODES[mod.kind])
         attrs["flag_meanings"] = " ".join(CLASS_NAMES[mod.kind])
@@ -196,9 +196,12 @@ def _template(spec: CubeSpec, group: CubeGroup):  # noqa: ANN202 - (xr.Dataset, 
                           {"long_name": "per-window provenance (JSON; empty until finalize_cube)"})
     enc[PROVENANCE_VAR] = {"chunks": (len(group.windows), t_count)}
     ds = ds.rio.write_crs(f"EPSG:{group.epsg}").rio.write_transform(Affine(*gb.transform))
-    for name in ds.data_vars:
-        ds[name].encoding.pop("grid_mapping", None)
-    ds[PROVENANCE_VAR].attrs.pop("grid_mapping", None)
+    for name, var in ds.data_vars.items():
+        # rioxarray keeps grid_mapping in .encoding; explicit encodings replace it, so store it as an attribute
+        var.encoding.pop("grid_mapping", None)
+        var.attrs.pop("grid_mapping", None)
+        if name != PROVENANCE_VAR:
+            var.attrs["grid_mapping"] = "spatial_ref"
     return ds, enc
 
 

@@ -163,7 +163,7 @@ def test_callback_sees_every_call_with_the_data_prediction(schedule: DiscreteVPS
 
 
 @pytest.mark.parametrize("method", ["singlestep", "multistep"])
-def test_step_hook_can_impose_known_values(schedule: DiscreteVPSchedule, method: str) -> None:
+def test_step_hook_can_impose_known_values(schedule: DiscreteVPSchedule, method: Method) -> None:
     """RePaint-style: a hook that re-noises known entries to time t pins them in the result."""
     known = torch.linspace(-1, 1, 6).expand(2, 6)
     mask = torch.tensor([True, False, True, False, False, True]).expand(2, 6)
@@ -181,7 +181,7 @@ def test_step_hook_can_impose_known_values(schedule: DiscreteVPSchedule, method:
         model_inputs.append(x.clone())
         return torch.zeros_like(x)
 
-    out = sample_dpmpp(eps_fn, torch.randn(2, 6), steps=9, method=method, step_hook=hook)  # type: ignore[arg-type]
+    out = sample_dpmpp(eps_fn, torch.randn(2, 6), steps=9, method=method, step_hook=hook)
     a, s = schedule.alpha(torch.tensor([1e-3])), schedule.sigma(torch.tensor([1e-3]))
     assert torch.allclose(out[mask], (a * known + s * noise)[mask], atol=1e-6)
     assert hook_times[0] == 1.0 and hook_times[-1] == pytest.approx(1e-3)

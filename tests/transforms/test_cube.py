@@ -210,9 +210,9 @@ def test_georeferenced_for_rioxarray_and_odc_geo(cube: CubeSpec) -> None:
     window = cube.window(key)
     for group, modality in (("32632/10m", S2), ("32632/30m", DEM), ("32632/60m", S2_60)):
         ds = xr.open_zarr(cube.url, group=group)
-        assert "spatial_ref" in ds.coords and ds[modality].encoding["grid_mapping"] == "spatial_ref"
+        assert "spatial_ref" in ds.coords and ds[modality].attrs["grid_mapping"] == "spatial_ref"
         raw = zarr.open_group(open_store(cube.url), mode="r", path=group)
-        spatial = [n for n, arr in raw.arrays() if arr.metadata.dimension_names[-2:] == ("y", "x")]
+        spatial = [n for n, arr in raw.arrays() if tuple(arr.metadata.dimension_names or ())[-2:] == ("y", "x")]
         assert modality in spatial and all(raw[n].attrs["grid_mapping"] == "spatial_ref" for n in spatial)
         assert {"crs_wkt", "spatial_ref", "GeoTransform", "grid_mapping_name"} <= set(ds["spatial_ref"].attrs)
         gb = cube.group(32632, modality).geobox
