@@ -19,6 +19,9 @@ SUBCOMMANDS: dict[str, str] = {
     "check-reference": "cmd_check_reference",
     "convert": "cmd_convert",
     "demo": "cmd_demo",
+    "generate": "cmd_generate",
+    "preprocess": "cmd_preprocess",
+    "quicklook": "cmd_quicklook",
 }
 
 

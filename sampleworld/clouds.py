@@ -24,7 +24,8 @@ import numpy as np
 from sampleworld.keys import stable_key, unit_hash
 from sampleworld.noise import fbm, smoothstep
 
-_FBM_STD = 0.22
+_FBM_STD = 0.285
+_THICK_WAVELENGTH_M = 1500.0
 THICK_SHARE, THIN_SHARE, CIRRUS_SHARE = 0.6, 0.4, 0.25
 
 
@@ -95,15 +96,15 @@ def cloud_fields(
     top = cloud_top_m + 600.0 * (unit_hash(key, "top") - 0.5)
     k_thick = stable_key(key, "thick")
     t_thick = _threshold(cloud * THICK_SHARE)
-    thick = smoothstep(t_thick, t_thick + 0.05, fbm(x_m, y_m, k_thick, 2600.0, 4))
+    thick = smoothstep(t_thick, t_thick + 0.05, fbm(x_m, y_m, k_thick, _THICK_WAVELENGTH_M, 4))
     t_thin = _threshold(cloud * THIN_SHARE)
-    thin = 0.45 * smoothstep(t_thin, t_thin + 0.12, fbm(x_m, y_m, stable_key(key, "thin"), 4000.0, 3))
+    thin = 0.45 * smoothstep(t_thin, t_thin + 0.12, fbm(x_m, y_m, stable_key(key, "thin"), 3000.0, 3))
     t_ci = _threshold(cloud * CIRRUS_SHARE)
-    cirrus = 0.05 * smoothstep(t_ci, t_ci + 0.15, fbm(x_m, y_m, stable_key(key, "cirrus"), 6000.0, 3))
+    cirrus = 0.05 * smoothstep(t_ci, t_ci + 0.15, fbm(x_m, y_m, stable_key(key, "cirrus"), 5000.0, 3))
     reach = np.maximum(top - elevation_m, 100.0) * math.tan(math.radians(min(sun_zenith_deg, 85.0)))
     az = math.radians(sun_azimuth_deg)
     sx = x_m + reach * math.sin(az)
     sy = y_m + reach * math.cos(az)
-    shadow = smoothstep(t_thick, t_thick + 0.05, fbm(sx, sy, k_thick, 2600.0, 4))
+    shadow = smoothstep(t_thick, t_thick + 0.05, fbm(sx, sy, k_thick, _THICK_WAVELENGTH_M, 4))
     f32 = np.float32
     return CloudFields(thick.astype(f32), thin.astype(f32), cirrus.astype(f32), shadow.astype(f32))

@@ -285,5 +285,3 @@ def render_optical(state: SceneState, acq: OpticalAcquisition, seed: int) -> Opt
         l2a_cloud_cover=pct(SCL_CLOUD_HIGH, SCL_CLOUD_MEDIUM, SCL_CIRRUS),
         l1c_cloud_cover=round(l1c_cover, 6), scl_percentages=percentages, valid_60m=valid_60,
     )
-
-__all__ = ["Cover", "OpticalProducts", "render_optical"]

@@ -290,10 +290,11 @@ def validate_region(
     shards: Sequence[int] | None = None,
     dims: Sequence[str] | None = None,
 ) -> None:
-    """Check that a region write covers whole write units (shards, or chunks when unsharded).
+    """Check that a region write covers whole write units only (shards, or chunks when unsharded).
 
-    A region that starts off the grid, or covers part of a shard, would read-modify-write an object
-    that another window's writer may be writing at the same time, and one of them would lose data.
+    Every region boundary must fall on the unit grid (or the array's edge). A region that starts or
+    ends inside a shard would read-modify-write an object that another window's writer may be
+    writing at the same time, and one of them would lose data.
 
     Parameters
     ----------
@@ -319,7 +320,7 @@ def validate_region(
     bad = []
     for name, sl, n, u in zip(names, region, shape, unit, strict=True):
         start, stop = sl.start or 0, n if sl.stop is None else sl.stop
-        if start % u or not (stop == start + u or (stop == n and start < n)) or stop > n:
+        if start % u or (stop % u and stop != n) or not start < stop <= n:
             bad.append(f"{name}: [{start}, {stop}) vs write unit {u} (size {n})")
     if bad:
         raise AlignmentError(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -148,23 +150,26 @@ def test_stac_api_runs_as_an_unprivileged_user(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip(f"user 'nobody' cannot run {python} with pypgstac (an interpreter under /root?); set "
                     "COPGEN_NONROOT_PYTHON to a world-readable venv with copgen[services] to run this test")
-    home = tmp_path / "nobody"
-    home.mkdir()
-    shutil.chown(home, "nobody")
-    world = write_stac_layout(tmp_path / "world", {"test-s2": [point_item("a", 10.0, 56.0, "2024-04-01T10:00:00Z")]})
-    state = home / "state"
-    base = ["runuser", "-u", "nobody", "--", "env", f"HOME={home}", f"COPGEN_PYTHON={python}",
-            "bash", str(INFRA / "stac-api.sh")]
-    out = subprocess.run([*base, "start", "--state", str(state), "--load", str(world)],
-                         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
-    env = parse_env(out.stdout)
+    home = Path(tempfile.mkdtemp(prefix="copgen-nobody-"))  # pytest's tmp_path is private to root
     try:
-        assert out.returncode == 0, out.stderr
-        assert Path(env["PGDATA"]).is_relative_to(state)
-        assert Path(f"/proc/{env['PG_PID']}").stat().st_uid == shutil.os.getpwnam("nobody").pw_uid  # type: ignore[attr-defined]
-        assert _search_ids(env["STAC_API_URL"], "test-s2") == {"a"}
+        home.chmod(0o755)
+        shutil.chown(home, "nobody")
+        world = write_stac_layout(home / "world", {"test-s2": [point_item("a", 10.0, 56.0, "2024-04-01T10:00:00Z")]})
+        state = home / "state"
+        base = ["runuser", "-u", "nobody", "--", "env", f"HOME={home}", f"COPGEN_PYTHON={python}",
+                "bash", str(INFRA / "stac-api.sh")]
+        out = subprocess.run([*base, "start", "--state", str(state), "--load", str(world)],
+                             capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+        env = parse_env(out.stdout)
+        try:
+            assert out.returncode == 0, out.stderr
+            assert Path(env["PGDATA"]).is_relative_to(state)
+            assert Path(f"/proc/{env['PG_PID']}").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+            assert _search_ids(env["STAC_API_URL"], "test-s2") == {"a"}
+        finally:
+            subprocess.run([*base, "stop", "--state", str(state)], capture_output=True, timeout=120)
     finally:
-        subprocess.run([*base, "stop", "--state", str(state)], capture_output=True, timeout=120)
+        shutil.rmtree(home)
     assert _wait_until_gone(_pids(env), 10) == []
 
 

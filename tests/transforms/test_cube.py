@@ -234,8 +234,8 @@ def test_misaligned_template_is_refused_before_anything_is_written(cube: CubeSpe
     g = zarr.open_group(store, mode="r+", path="32632/10m")
     old = g[S2]
     attrs, dims, shape = dict(old.attrs), old.metadata.dimension_names, old.shape
-    del g[S2]  # a template written by other code: 96 px chunks, no shards
-    new = g.create_array(S2, shape=shape, dtype="float32", chunks=(1, 1, 4, 96, 96), fill_value=np.nan,
+    del g[S2]  # a template written by other code: 128 px chunks straddle the 192 px window blocks
+    new = g.create_array(S2, shape=shape, dtype="float32", chunks=(1, 1, 4, 128, 128), fill_value=np.nan,
                          dimension_names=dims)
     new.attrs.update(attrs)
     with pytest.warns(UserWarning, match="Consolidated metadata"):
@@ -245,7 +245,8 @@ def test_misaligned_template_is_refused_before_anything_is_written(cube: CubeSpe
     with pytest.raises(AlignmentError) as err:
         write_window(cube, key, 0, window_arrays(cube, key, 0), provenance(key, 0))
     msg = str(err.value)
-    assert str(key) in msg and f"32632/10m/{S2}" in msg and "member: [0, 3) vs write unit 1" in msg
+    assert str(key) in msg and f"32632/10m/{S2}" in msg
+    assert "y: [192, 384) vs write unit 128" in msg and "x: [192, 384) vs write unit 128" in msg
     assert "load_spec" in msg and "--overwrite" in msg
     assert not ledger.is_done(cube.url, key, 0)
     assert not data_chunk_files(Path(cube.url)), "nothing was written, not even the other groups"
@@ -263,6 +264,11 @@ def test_validate_region_names_offsets_and_accepts_whole_shards() -> None:
     with pytest.raises(AlignmentError, match=r"member: \[1, 2\) vs write unit 3"):
         validate_region("32632_1_1", "g/S2", part, shape, chunks, shards, dims)
     validate_region("k", "v", part, shape, chunks, None, dims)  # fine without shards: one whole chunk
+    validate_region("k", "v", (slice(0, 2), *ok[1:]), shape, chunks, shards, dims)  # several whole shards
+    with pytest.raises(AlignmentError, match=r"x: \[0, 100\)"):
+        validate_region("k", "v", (*ok[:4], slice(0, 100)), shape, chunks, shards, dims)
+    with pytest.raises(AlignmentError, match="region has 4 dimensions, the array 5"):
+        validate_region("k", "v", ok[:4], shape, chunks, shards, dims)
 
 
 def test_bad_inputs_are_refused_before_writing(cube: CubeSpec) -> None:
@@ -388,7 +394,7 @@ def test_finalize_publishes_the_provenance_table(cube: CubeSpec) -> None:
     write_window(cube, b, 1, {DEM: window_arrays(cube, b, 1)[DEM]}, provenance(b, 1))  # only the DEM
     ledger.mark_failed(cube.url, a, 1, "S1 item missing")
     done, missing = finalize_cube(cube)
-    assert done == [(a, 0), (b, 1)] and (a, 1) in missing and len(missing) == 6
+    assert done == sorted([(a, 0), (b, 1)]) and (a, 1) in missing and len(missing) == 6
     assert ledger.failures(cube.url) == {(a, 1): "S1 item missing"}
     for group in ("32632/10m", "32632/30m"):
         table = xr.open_zarr(cube.url, group=group)["provenance"]
@@ -500,6 +506,6 @@ def test_gcs_round_trip_with_ledger_listing_across_instances(gcs: Any) -> None:
     assert ds[DEM].rio.crs.to_epsg() == 32632
     assert int(np.isfinite(ds[DEM].values).sum()) == 2 * 3 * 64 * 64
     done, missing = finalize_cube(spec)
-    assert done == [(a, 0), (b, 1)] and len(missing) == 6
+    assert done == sorted([(a, 0), (b, 1)]) and len(missing) == 6
     table = xr.open_zarr(url, group="32632/10m", storage_options=so)["provenance"]
     assert json.loads(str(table.sel(window=str(b)).isel(time=1).values))["seed"] == provenance(b, 1)["seed"]

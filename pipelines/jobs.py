@@ -1,0 +1,255 @@
+"""Job drivers: config -> search -> plan -> cube template -> engine -> finalise -> run report.
+
+Everything that decides the output bytes is fixed here before any engine starts (items, windows, work
+units, the cube spec), so all engines receive identical work. Completed windows (from the cube's ledger)
+are skipped, which makes a rerun after a crash resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from copgen_core.modalities import BY_KEY, Kind
+from pipelines.config import ConfigError, GenerateConfig, JobConfig, PreprocessConfig
+from pipelines.engines import EngineOptions, run_beam_batches, run_dask, run_local
+from transforms import ledger
+from transforms.catalog import CatalogItem
+from transforms.cube import create_cube, finalize_cube
+from transforms.cube_spec import CubeError, CubeSpec
+from transforms.infer import InferSpec, resolve_model_ref
+from transforms.process import generate_batch, preprocess_batch
+from transforms.search import search_catalog_items
+from transforms.select import SelectionRule
+from transforms.tiles import WorkUnit, plan_units
+from transforms.windows import PlanError, windows_for_bbox
+
+EXECUTION_FIELDS = {"engine", "workers", "scheduler", "report", "storage_options", "batch_size", "retries"}
+"""Config fields that change how a job runs, not what it writes (left out of the cube's spec hash)."""
+
+
+class JobError(RuntimeError):
+    """A job could not start (bad request, unavailable catalog); exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RunReport:
+    """The run report (JSON): windows done/failed/skipped with reasons, timings and settings."""
+
+    job: str
+    output: str
+    planned: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    missing: int = 0
+    elapsed_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    engine: str = "local"
+    counters: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.missing == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "output": self.output, "ok": self.ok, "planned": self.planned,
+                "done": self.done, "skipped": self.skipped, "failed": self.failed, "missing": self.missing,
+                "elapsed_s": round(self.elapsed_s, 3), "stage_seconds": self.stage_seconds,
+                "engine": self.engine, "counters": self.counters, "config": self.config}
+
+    def write(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+
+    def summary(self) -> str:
+        lines = [f"{self.job}: {self.done} window(s) written, {self.skipped} already done, "
+                 f"{len(self.failed)} failed, {self.missing} missing of {self.planned} planned "
+                 f"in {self.elapsed_s:.1f} s ({self.engine})"]
+        for f in self.failed[:20]:
+            lines.append(f"  failed {f['window']} t={f['time_index']}: {f['reason']}")
+        if len(self.failed) > 20:
+            lines.append(f"  ... and {len(self.failed) - 20} more in the report")
+        return "\n".join(lines)
+
+
+def _rules(cfg: JobConfig) -> dict[str, SelectionRule]:
+    rules = {}
+    for collection, sel in cfg.selection.items():
+        static = collection in ("cop-dem-glo-30", "cop-dem-glo-90") or collection.startswith("io-lulc")
+        rules[collection] = SelectionRule(collection, max_days=sel.max_days, prefer=sel.prefer,
+                                          max_cloud=sel.max_cloud, static=static)
+    return rules
+
+
+def _search(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, SelectionRule]) -> list[CatalogItem]:
+    """Every item that may feed the request: time-varying collections within max_days of the period."""
+    start, end = cfg.period
+    items: list[CatalogItem] = []
+    collections = sorted({BY_KEY[k].collection for k in modalities if BY_KEY[k].collection})
+    for collection in collections:
+        rule = rules.get(collection)
+        static = collection.startswith(("cop-dem", "io-lulc"))
+        pad = timedelta(days=rule.max_days if rule else 30.0)
+        dt = None if static else f"{(start - pad).isoformat()}/{(end + pad).isoformat()}"
+        items.extend(search_catalog_items(cfg.stac_url, collections=[collection], bbox=list(cfg.bbox),
+                                          datetime=dt, retries=cfg.retries))
+    return items
+
+
+def _batches(units: Sequence[WorkUnit], size: int) -> list[list[WorkUnit]]:
+    return [list(units[i:i + size]) for i in range(0, len(units), size)]
+
+
+def _provenance_config(cfg: JobConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in EXECUTION_FIELDS}
+
+
+def _finish(report: RunReport, spec: CubeSpec, outcomes: list[Any], t0: float) -> RunReport:
+    done, missing = finalize_cube(spec)
+    failures = ledger.failures(spec.url, spec.storage_options)
+    done_set = set(done)
+    report.failed = [{"window": str(k), "time_index": t, "reason": r}
+                     for (k, t), r in sorted(failures.items()) if (k, t) not in done_set]
+    report.done = len(done) - report.skipped
+    report.missing = len(missing) - len(report.failed)
+    stage: dict[str, float] = {}
+    for o in outcomes:
+        for name, s in o.seconds.items():
+            stage[name] = stage.get(name, 0.0) + s
+    report.stage_seconds = {k: round(v, 3) for k, v in stage.items()}
+    report.elapsed_s = time.perf_counter() - t0
+    return report
+
+
+def _pending(spec: CubeSpec, units: list[WorkUnit]) -> tuple[list[WorkUnit], int]:
+    done = ledger.done_set(spec.url, spec.storage_options)
+    todo = [u for u in units if (u.key, u.time_index) not in done]
+    return todo, len(units) - len(todo)
+
+
+def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
+    """Run ``copgen generate``.
+
+    Raises
+    ------
+    JobError
+        Bad request (exit code 2: nothing written) or unavailable catalog (exit code 3).
+    """
+    t0 = time.perf_counter()
+    image_targets = [k for k in cfg.targets if BY_KEY[k].is_image]
+    if len(image_targets) != len(cfg.targets):
+        raise JobError(f"targets {[k for k in cfg.targets if k not in image_targets]} are scalar modalities; "
+                       "the cube stores image modalities only: generate them with the Python API")
+    try:
+        windows = windows_for_bbox(cfg.bbox, overlap_m=cfg.overlap_m)
+        model_ref = resolve_model_ref(cfg.model)
+    except (PlanError, FileNotFoundError) as exc:
+        raise JobError(str(exc)) from exc
+    from copgen_core.bundle import model_hash
+
+    mhash = model_hash(model_ref)
+    rules = _rules(cfg)
+    items = _catalog(cfg, cfg.conditions, rules)
+    when = cfg.period[0]
+    units = plan_units(windows, [when], items, cfg.conditions, rules)
+    spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_targets),
+                    windows=tuple(windows), times=(when,), members=cfg.members, stats=True,
+                    attrs={"job": "generate", "config": _provenance_config(cfg), "model_hash": mhash})
+    _create(spec)
+    infer_spec = InferSpec(model=model_ref, targets=tuple(image_targets), conditions=tuple(cfg.conditions),
+                           members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size)
+    todo, skipped = _pending(spec, units)
+    report = RunReport("generate", cfg.output, planned=len(units), skipped=skipped, engine=cfg.engine,
+                       config=_provenance_config(cfg))
+    options = EngineOptions(cfg.engine, cfg.workers, cfg.scheduler, progress=progress)
+    outcomes: list[Any] = []
+    if todo:
+        if cfg.engine == "beam":
+            from pipelines.beam_generate import run_beam_generate
+
+            report.counters = run_beam_generate(todo, infer_spec, spec, mhash, options, beam_args)
+        else:
+            fn = functools.partial(generate_batch, spec=infer_spec, cube=spec, model_hash=mhash)
+            runner = run_dask if cfg.engine == "dask" else run_local
+            outcomes = runner(_batches(todo, cfg.batch_size), fn, options)
+    return _finish(report, spec, outcomes, t0)
+
+
+def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
+    """Run ``copgen preprocess``: real tiles of every requested modality at each acquisition date."""
+    t0 = time.perf_counter()
+    image_mods = [k for k in cfg.modalities if BY_KEY[k].is_image]
+    try:
+        windows = windows_for_bbox(cfg.bbox, overlap_m=cfg.overlap_m)
+    except PlanError as exc:
+        raise JobError(str(exc)) from exc
+    rules = _rules(cfg)
+    items = _catalog(cfg, image_mods, rules)
+    start, end = cfg.period
+    dynamic = [i for i in items if start <= i.datetime <= end and not i.collection.startswith(("cop-dem", "io-lulc"))]
+    days = sorted({datetime(i.datetime.year, i.datetime.month, i.datetime.day, tzinfo=i.datetime.tzinfo)
+                   for i in dynamic}) or [start]
+    for collection in {BY_KEY[k].collection for k in image_mods if BY_KEY[k].collection}:
+        rules.setdefault(collection, SelectionRule(collection, max_days=0.999,
+                                                   static=collection.startswith(("cop-dem", "io-lulc"))))
+    units = [u for u in plan_units(windows, days, items, image_mods, rules)
+             if any(k in dict(u.sources) for k in image_mods if BY_KEY[k].kind not in (Kind.DEM, Kind.LULC))
+             or len(days) == 1]
+    spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_mods),
+                    windows=tuple(windows), times=tuple(days), members=None, stats=False,
+                    attrs={"job": "preprocess", "config": _provenance_config(cfg)})
+    _create(spec)
+    todo, skipped = _pending(spec, units)
+    report = RunReport("preprocess", cfg.output, planned=len(units), skipped=skipped, engine=cfg.engine,
+                       config=_provenance_config(cfg))
+    options = EngineOptions(cfg.engine, cfg.workers, cfg.scheduler, progress=progress)
+    fn = functools.partial(preprocess_batch, modalities=image_mods, cube=spec)
+    runner = {"dask": run_dask, "beam": functools.partial(run_beam_batches, extra_args=beam_args)}.get(
+        cfg.engine, run_local)
+    outcomes = runner(_batches(todo, 8), fn, options) if todo else []
+    return _finish(report, spec, outcomes, t0)
+
+
+def _catalog(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, SelectionRule]) -> list[CatalogItem]:
+    from transforms.search import CatalogRequestError, CatalogUnavailableError
+
+    try:
+        return _search(cfg, [k for k in modalities if BY_KEY[k].is_image], rules)
+    except CatalogUnavailableError as exc:
+        raise JobError(str(exc), code=3) from exc
+    except CatalogRequestError as exc:
+        raise JobError(f"the STAC API refused the search: {exc}") from exc
+
+
+def _create(spec: CubeSpec) -> None:
+    try:
+        create_cube(spec)
+    except CubeError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def exit_with(report: RunReport, report_path: str | None) -> None:
+    """Write the report, print the summary, exit 0 when complete and 1 when windows failed."""
+    path = report_path or f"{report.output.rstrip('/')}.report.json"
+    if "://" in path and not path.startswith("file://"):
+        path = f"out/{Path(report.output).name}.report.json"
+    report.write(path)
+    print(report.summary(), file=sys.stderr)
+    print(f"report: {path}", file=sys.stderr)
+    sys.exit(0 if report.ok else 1)
+
+
+__all__ = ["ConfigError", "JobError", "RunReport", "exit_with", "run_generate", "run_preprocess"]
