@@ -117,7 +117,7 @@ def measure(
     peak: float | None,
     repeats: int,
 ) -> Row:
-    """Warm up once (compiles, if asked), then time ``repeats`` generate() calls of ``batch`` samples."""
+    """Warm up (compiling, if asked), then time ``repeats`` generate() calls of ``batch`` samples."""
     device = model.device
     targets = [m.key for m in MODALITIES if m.is_image or scalars == "generate"]
     conditions: dict[str, object] = {}
@@ -131,7 +131,8 @@ def measure(
     def run(n_steps: int) -> None:
         model.generate(conditions, targets, steps=n_steps, keys=keys, batch_size=batch, decode=False)
 
-    run(min(steps, 2))
+    for _ in range(2):  # the first call compiles; the second catches any recompilation
+        run(min(steps, 3))
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

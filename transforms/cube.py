@@ -20,10 +20,11 @@ import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
+from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from copgen_core.modalities import BY_KEY, Modality, resolve
@@ -45,6 +46,9 @@ from transforms.cube_spec import (
 )
 from transforms.cube_stats import class_frequencies, class_mode, continuous_stats
 from transforms.windows import WindowKey
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "PROVENANCE_FIELDS",
@@ -77,20 +81,20 @@ PROVENANCE_FIELDS: tuple[str, ...] = (
 # -- storage ----------------------------------------------------------------------------------------
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = False):  # noqa: ANN201
+def open_store(url: str, storage_options: Mapping[str, Any] | None = None, *, read_only: bool = False) -> Store:
     """A Zarr store for a cube URL: :class:`LocalStore` for paths, :class:`FsspecStore` for ``gs://``, ``memory://``..."""
     if "://" not in url or url.startswith("file://"):
         return LocalStore(os.path.abspath(url.removeprefix("file://")), read_only=read_only)
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
 
 
-def _quiet_consolidate(store: Any, path: str = "") -> None:
+def _quiet_consolidate(store: Store, path: str = "") -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(store, path=path or None, zarr_format=3)
 
 
-def _root_attrs(store: Any) -> dict[str, Any] | None:
+def _root_attrs(store: Store) -> dict[str, Any] | None:
     try:
         return dict(zarr.open_group(store, mode="r").attrs)
     except FileNotFoundError:
@@ -137,7 +141,7 @@ def _var_attrs(mod: Modality, long_name: str, *, codes: bool) -> dict[str, Any]:
     return attrs
 
 
-def _template(spec: CubeSpec, group: CubeGroup):  # noqa: ANN202 - (xr.Dataset, encoding)
+def _template(spec: CubeSpec, group: CubeGroup) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """The lazy template Dataset of one group and its Zarr encoding (nothing is computed)."""
     import dask.array as da
     import rioxarray  # noqa: F401 - registers the .rio accessor
@@ -266,8 +270,11 @@ def create_cube(spec: CubeSpec, *, overwrite: bool = False) -> None:
     if info is not None and info.get("state") == "ready":
         return
     marker = {"format_version": spec.to_json()["format_version"], "spec_hash": spec.spec_hash, "spec": spec.to_json()}
-    root = zarr.open_group(store, mode="w" if attrs is None else "r+", zarr_format=3)
-    root.attrs[ROOT_ATTR] = {**marker, "state": "creating"}
+    creating = {ROOT_ATTR: {**marker, "state": "creating"}}
+    if attrs is None:
+        zarr.open_group(store, mode="w", zarr_format=3, attributes=dict(creating))
+    else:
+        zarr.open_group(store, mode="r+", zarr_format=3).attrs.update(creating)
     for group in spec.groups:
         ds, enc = _template(spec, group)
         ds.to_zarr(store, group=group.path, mode="w", compute=False, zarr_format=3, consolidated=False,
@@ -416,13 +423,14 @@ def _provenance(spec: CubeSpec, key: WindowKey, time_index: int, provenance: Map
     return merged
 
 
-def _open_ready_root(spec: CubeSpec, *, read_only: bool):  # noqa: ANN202 - zarr.Group
+def _open_ready_root(spec: CubeSpec, *, read_only: bool) -> zarr.Group:
     store = open_store(spec.url, spec.storage_options, read_only=read_only)
     try:
         root = zarr.open_group(store, mode="r" if read_only else "r+", zarr_format=3)
     except FileNotFoundError:
-        root = None
-    info = _cube_info(spec.url, None if root is None else dict(root.attrs))
+        _cube_info(spec.url, None)  # raises "no cube"
+        raise
+    info = _cube_info(spec.url, dict(root.attrs))
     if info["spec_hash"] != spec.spec_hash:
         raise SpecMismatchError(
             f"the cube at {spec.url} was created from another spec (fields differ: "
@@ -430,6 +438,14 @@ def _open_ready_root(spec: CubeSpec, *, read_only: bool):  # noqa: ANN202 - zarr
             "passed to create_cube"
         )
     return root
+
+
+def _array(root: zarr.Group, path: str) -> zarr.Array:
+    node = root.get(path)
+    if not isinstance(node, zarr.Array):
+        raise CubeError(f"the cube at {root.store} has no array {path!r}: its template is damaged or from other "
+                        "code; recreate it (new URL or --overwrite)")
+    return node
 
 
 def _region(spec: CubeSpec, group: CubeGroup, key: WindowKey, time_index: int, ndim: int) -> tuple[slice, ...]:
@@ -491,10 +507,11 @@ def write_window(
     root = _open_ready_root(spec, read_only=False)
     plan = []
     for var, (group, block) in blocks.items():
-        arr = root[f"{group.path}/{var}"]
+        arr = _array(root, f"{group.path}/{var}")
         region = _region(spec, group, key, time_index, arr.ndim)
+        dims = getattr(arr.metadata, "dimension_names", None)
         validate_region(key, f"{group.path}/{var}", region, arr.shape, arr.chunks, arr.shards,
-                        arr.metadata.dimension_names)
+                        None if dims is None else [str(d) for d in dims])
         plan.append((arr, region, block))
     for arr, region, block in plan:
         arr[region] = block[None]
@@ -520,9 +537,9 @@ def _variable(spec: CubeSpec, name: str) -> tuple[Modality, str]:
     return mod, var
 
 
-def _read_block(root: Any, spec: CubeSpec, key: WindowKey, mod: Modality, var: str, time_index: int) -> np.ndarray:
+def _read_block(root: zarr.Group, spec: CubeSpec, key: WindowKey, mod: Modality, var: str, time_index: int) -> np.ndarray:
     group = spec.group(key.epsg, mod.key)
-    arr = root[f"{group.path}/{var}"]
+    arr = _array(root, f"{group.path}/{var}")
     return np.asarray(arr[_region(spec, group, key, time_index, arr.ndim)])[0]
 
 
@@ -596,5 +613,5 @@ def finalize_cube(spec: CubeSpec) -> tuple[list[ledger.LedgerKey], list[ledger.L
                 if rec is not None:
                     row = {**rec["provenance"], "digest": rec["digest"], "variables": rec["variables"]}
                     table[i, t] = json.dumps(row, sort_keys=True, separators=(",", ":"))
-        root[f"{group.path}/{PROVENANCE_VAR}"][...] = table
+        _array(root, f"{group.path}/{PROVENANCE_VAR}")[...] = table
     return ledger.completeness(spec.url, spec.planned(), spec.storage_options)

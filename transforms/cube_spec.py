@@ -289,14 +289,14 @@ class CubeSpec:
             rows = [w.key.row for w in zone]
             cols = [w.key.col for w in zone]
             off = block_offset_m(zone[0])
-            for gsd in sorted({BY_KEY[k].gsd_m for k in self.modalities}):  # type: ignore[type-var]
+            for gsd in sorted({float(BY_KEY[k].gsd_m or 0.0) for k in self.modalities}):  # image modalities only
                 block_px = int(round(stride / gsd))
                 geobox = GeoBox.from_origin(
                     epsg, min(cols) * stride + off, max(rows) * stride - off, gsd,
                     (max(rows) - min(rows) + 1) * block_px, (max(cols) - min(cols) + 1) * block_px,
                 )
                 mods = tuple(k for k in self.modalities if BY_KEY[k].gsd_m == gsd)
-                out.append(CubeGroup(epsg, float(gsd), mods, tuple(w.key for w in zone), geobox, block_px))
+                out.append(CubeGroup(epsg, gsd, mods, tuple(w.key for w in zone), geobox, block_px))
         return tuple(out)
 
     def window(self, key: WindowKey) -> Window:

@@ -166,6 +166,9 @@ def test_samples_are_bitwise_identical_in_any_batch_and_order(model: CopgenModel
         assert np.array_equal(together.outputs[key], one_by_one.outputs[key]), key
         assert np.array_equal(together.outputs[key][perm], shuffled.outputs[key]), key
         assert torch.equal(_latents(together)[key][perm], _latents(shuffled)[key]), key
+    alone = model.generate({k: v[1:2] for k, v in conditions.items()}, targets, keys=[keys[1]], **kwargs)
+    for key in together.outputs:
+        assert np.array_equal(together.outputs[key][1:2], alone.outputs[key]), key
     # members differ from each other, and another seed gives other samples
     dem = _latents(together)["DEM_DEM"]
     assert not torch.equal(dem[:, 0], dem[:, 1])

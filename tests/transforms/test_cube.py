@@ -168,6 +168,7 @@ def test_real_data_cube_has_no_member_dimension(tmp_path: Path) -> None:
 def test_two_processes_write_windows_and_read_back_equal(cube: CubeSpec) -> None:
     a, b, c = (w.key for w in WINDOWS[:3])
     spawn_writers([(cube.url, str(a), "0"), (cube.url, str(b), "1")])
+    assert data_chunk_files(Path(cube.url))
     assert ledger.done_set(cube.url) == {(a, 0), (b, 1)}
     for key, t in ((a, 0), (b, 1)):
         want = window_arrays(cube, key, t)
@@ -297,6 +298,23 @@ def test_unwritten_cube_and_unknown_variables_are_reported(tmp_path: Path, cube:
         read_window(cube.url, WINDOWS[0].key, f"{S2}__max", 0)
 
 
+def test_a_crash_mid_window_leaves_it_not_done_and_the_rerun_completes(cube: CubeSpec) -> None:
+    key = WINDOWS[0].key
+    arrays = window_arrays(cube, key, 0)
+    blocker = Path(cube.url) / "32632/10m" / f"{S2}__p95" / "c"
+    blocker.write_text("not a directory")  # the last variable's chunk write fails, after the others succeeded
+    with pytest.raises(OSError):
+        write_window(cube, key, 0, arrays, provenance(key, 0))
+    np.testing.assert_array_equal(read_window(cube.url, key, S2, 0), arrays[S2])  # written before the crash
+    assert np.isnan(read_window(cube.url, key, f"{S2}__p95", 0)).all()
+    assert not ledger.is_done(cube.url, key, 0) and not verify_window(cube, key, 0)
+    blocker.unlink()
+    write_window(cube, key, 0, arrays, provenance(key, 0))
+    assert ledger.is_done(cube.url, key, 0) and verify_window(cube, key, 0)
+    np.testing.assert_allclose(read_window(cube.url, key, f"{S2}__p95", 0),
+                               np.percentile(arrays[S2].astype(np.float64), 95, axis=0), rtol=2e-6)
+
+
 # -- create_cube identity ---------------------------------------------------------------------------
 
 
@@ -411,6 +429,8 @@ def test_verify_window_detects_changed_bytes(cube: CubeSpec) -> None:
 
 
 def test_memory_url_round_trip() -> None:
+    import rioxarray  # noqa: F401 - registers .rio
+
     spec = make_spec(f"memory://{uuid.uuid4().hex}/cube.zarr", stats=False, modalities=(S2_60, LULC))
     create_cube(spec)
     key = WINDOWS[1].key

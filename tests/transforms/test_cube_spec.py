@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copgen_core.modalities import BY_KEY
+from copgen_core.modalities import BY_KEY, Kind
 from transforms.cube_spec import (
+    CLASS_CODES,
+    CLASS_NAMES,
     AlignmentError,
     CubeError,
     CubeSpec,
@@ -167,3 +169,12 @@ def test_group_path_and_tz_conversion() -> None:
     assert group_path(32632, BY_KEY["DEM_DEM"].gsd_m) == "32632/30m"
     s = spec([Window(WindowKey(32632, 1, 1))], times=(datetime(2024, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))),))
     assert s.times[0] == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_class_tables_match_the_model_normalisation() -> None:
+    pytest.importorskip("torch")
+    from copgen_core import normalize_classes as nc
+
+    assert CLASS_CODES[Kind.LULC] == nc.LULC_CODES and CLASS_CODES[Kind.CLOUD] == nc.CLOUD_CODES
+    assert len(CLASS_NAMES[Kind.LULC]) == len(nc.LULC_CLASS_NAMES)
+    assert len(CLASS_NAMES[Kind.CLOUD]) == len(nc.CLOUD_CLASS_NAMES)
