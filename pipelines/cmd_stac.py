@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -62,6 +63,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _wait_for_state_lock(state: Path) -> None:
+    """Block until no start/load/stop of the script holds the state directory's lock."""
+    try:
+        fd = os.open(state / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 _state_option = click.option(
     "--state", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="State directory of the API (default: $COPGEN_STATE/stac-api, else <repo>/.services/stac-api).",
@@ -103,6 +117,7 @@ def serve(world: Path, state: Path | None, detach: bool) -> None:
         rc, _ = _run_script("stop", state=state)
         _exit_on_failure(rc, "stopping the STAC API")
         return
+    _wait_for_state_lock(env_file.parent)  # a 'copgen stac stop' elsewhere may still be stopping it
     if env_file.exists():  # the server died on its own: clean up and say so
         _run_script("stop", state=state)
         raise click.ClickException("the STAC API exited unexpectedly; its log was in the state directory")

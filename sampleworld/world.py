@@ -66,6 +66,12 @@ def _reusable(out_dir: Path, chash: str) -> WorldManifest | None:
     return manifest
 
 
+def is_current(out_dir: Path, *, preset: str = "default", seed: int = 0, terramesh_dir: Path | None = None
+               ) -> bool:
+    """True when ``out_dir`` already holds a complete world for these arguments (generation would reuse it)."""
+    return _reusable(Path(out_dir).resolve(), world_hash(preset, seed, terramesh_dir)) is not None
+
+
 def _clean(out_dir: Path) -> None:
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for sub in ("assets", "stac"):

@@ -251,6 +251,9 @@ def create_cube(spec: CubeSpec, *, overwrite: bool = False) -> None:
     attrs = _root_attrs(store)
     if overwrite and not _is_empty_location(url, so):
         fs, path = ledger.filesystem(url, so)
+        if hasattr(fs, "split_path") and not fs.split_path(path)[1]:
+            raise CubeError(f"refusing to overwrite {url}: that is a whole bucket; put the cube under a prefix, "
+                            "e.g. gs://bucket/runs/name.zarr")
         fs.rm(path, recursive=True)
         store, attrs = open_store(url, so), None
     info = None if attrs is None else attrs.get(ROOT_ATTR)

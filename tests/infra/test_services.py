@@ -6,7 +6,9 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -228,3 +230,62 @@ def test_http_server_serves_byte_ranges(http_server_factory, tmp_path: Path) -> 
         assert response.status == 206
         assert response.read() == payload[100:164]
     assert server.root == tmp_path
+
+
+def _copgen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          timeout=180, cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
+
+
+def _serve(world: Path, state: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``copgen stac serve`` in the foreground; returns it once it printed its URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "stac", "serve", "--world", str(world),
+                             "--state", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("STAC_API_URL="):
+        proc.kill()
+        raise AssertionError(f"serve printed {line!r}; stderr: {proc.communicate()[1]}")
+    return proc, parse_env((state / "env").read_text())
+
+
+def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path) -> None:
+    world = write_stac_layout(tmp_path / "world", {"test-s2": [
+        point_item("item-clear", 10.0, 56.0, "2024-04-01T10:00:00Z", **{"eo:cloud_cover": 5.0}),
+        point_item("item-cloudy", 10.2, 56.0, "2024-04-11T10:00:00Z", **{"eo:cloud_cover": 50.0}),
+    ]})
+    state = tmp_path / "state"
+
+    serving, env = _serve(world, state)
+    try:
+        found = _copgen("stac", "search", "--url", env["STAC_API_URL"], "--collections", "test-s2",
+                        "--filter", "eo:cloud_cover < 20")
+        assert found.returncode == 0, found.stderr
+        assert "item-clear" in found.stdout and "item-cloudy" not in found.stdout
+        assert "5.00" in found.stdout
+        assert _copgen("stac", "stop", "--state", str(state)).returncode == 0
+        assert serving.wait(timeout=60) == 0
+    finally:
+        serving.kill()
+        _copgen("stac", "stop", "--state", str(state))
+    assert _wait_until_gone(_pids(env), 10) == []
+
+    serving, env = _serve(world, state)
+    try:
+        serving.send_signal(signal.SIGINT)
+        assert serving.wait(timeout=60) == 0
+    finally:
+        serving.kill()
+        _copgen("stac", "stop", "--state", str(state))
+    assert _wait_until_gone(_pids(env), 10) == []
+    assert not state.exists()
+
+
+def test_cli_search_exit_codes(tmp_path: Path) -> None:
+    bad_bbox = _copgen("stac", "search", "--url", "http://127.0.0.1:9", "-c", "x", "--bbox", "1,2,3")
+    assert bad_bbox.returncode == 2 and "west,south,east,north" in bad_bbox.stderr
+    down = _copgen("stac", "search", "--url", "http://127.0.0.1:9", "-c", "x", "--retries", "0")
+    assert down.returncode == 1 and "unavailable" in down.stderr
+    missing_world = _copgen("stac", "serve", "--world", str(tmp_path / "nope"))
+    assert missing_world.returncode == 2

@@ -446,7 +446,8 @@ def test_memory_url_round_trip() -> None:
 
 def test_gcs_round_trip_with_ledger_listing_across_instances(gcs_emulator: Any) -> None:
     so = dict(gcs_emulator.storage_options)
-    url = f"gs://{gcs_emulator.new_bucket('cube')}/runs/cube.zarr"
+    bucket = gcs_emulator.new_bucket("cube")
+    url = f"gs://{bucket}/runs/cube.zarr"
     spec = make_spec(url, stats=False, modalities=(S2, DEM), storage_options=so)
     create_cube(spec)
     create_cube(make_spec(url, stats=False, modalities=(S2, DEM), storage_options=so))  # idempotent
@@ -469,3 +470,6 @@ def test_gcs_round_trip_with_ledger_listing_across_instances(gcs_emulator: Any) 
     assert done == sorted([(a, 0), (b, 1)]) and len(missing) == 6
     table = xr.open_zarr(url, group="32632/10m", storage_options=so)["provenance"]
     assert json.loads(str(table.sel(window=str(b)).isel(time=1).values))["seed"] == provenance(b, 1)["seed"]
+    with pytest.raises(CubeError, match="whole bucket"):
+        create_cube(make_spec(f"gs://{bucket}", storage_options=so), overwrite=True)
+    assert ledger.done_set(url, so) == {(a, 0), (b, 1)}, "nothing was deleted"
