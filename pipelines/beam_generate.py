@@ -115,9 +115,9 @@ def build_generate_pipeline(p: beam.Pipeline, units: Sequence[WorkUnit], spec: I
     read = (p | "Units" >> beam.Create(list(units))
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadTile(spec.conditions)).with_outputs(FAILED_TAG, main="tiles"))
-    inferred = read.tiles | "Generate" >> RunInference(CopgenModelHandler(spec)).with_exception_handling()
-    _ = inferred.main | "Write" >> beam.ParDo(WriteWindow(cube, spec, model_hash))
-    failed_inference = inferred.failed_inferences | "Describe" >> beam.FlatMap(_inference_failures)
+    results, errors = read.tiles | "Generate" >> RunInference(CopgenModelHandler(spec)).with_exception_handling()
+    _ = results | "Write" >> beam.ParDo(WriteWindow(cube, spec, model_hash))
+    failed_inference = errors.failed_inferences | "Describe" >> beam.FlatMap(_inference_failures)
     _ = ((read[FAILED_TAG], failed_inference) | "Failures" >> beam.Flatten()
          | "Dead letters" >> beam.ParDo(RecordFailure(cube)))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from sampleworld import default_terramesh_dir, generate_world
-from sampleworld.world import is_current
 from sampleworld.config import PRESETS
+from sampleworld.world import is_current
 
 
 @click.command("world")

@@ -315,8 +315,8 @@ def _s2_baseline(props: Mapping[str, Any], item_id: str) -> str | None:
                 major, minor = text.split(".")
                 return f"{int(major):02d}.{int(minor):02d}"
     # Sentinel-2 product names carry the baseline: S2B_MSIL2A_20240419T095549_N0510_R122_...
-    for text in (props.get("s2:product_uri"), props.get("sentinel:product_id"), item_id):
-        match = re.search(r"_N(\d{2})(\d{2})_", str(text or ""))
+    for name in (props.get("s2:product_uri"), props.get("sentinel:product_id"), item_id):
+        match = re.search(r"_N(\d{2})(\d{2})_", str(name or ""))
         if match:
             return f"{match.group(1)}.{match.group(2)}"
     return None

@@ -35,10 +35,11 @@ class InferSpec:
     order: int = 3
     method: str = "singlestep"
     spacing: str = "time_uniform"
+    threads: int = 1
 
     def settings(self) -> dict[str, Any]:
         return {"model": self.model, "members": self.members, "steps": self.steps, "seed": self.seed,
-                "order": self.order, "method": self.method, "spacing": self.spacing, "dtype": self.dtype}
+                "order": self.order, "method": self.method, "spacing": self.spacing, "dtype": self.dtype, "threads": self.threads}
 
 
 @dataclass
@@ -61,7 +62,16 @@ _MODELS: dict[tuple[str, str, str], Any] = {}
 
 
 def get_model(spec: InferSpec) -> Any:
-    """The process-wide :class:`copgen_core.generate.CopgenModel` for ``spec`` (loaded on first use)."""
+    """The process-wide :class:`copgen_core.generate.CopgenModel` for ``spec`` (loaded on first use).
+
+    Also pins torch's intra-op threads to ``spec.threads`` (1 by default): CPU kernels reduce in a
+    thread-count-dependent order, so equal thread counts are what makes a local run, Beam workers and
+    Dask workers write the same bytes. Scale out with worker processes instead.
+    """
+    import torch
+
+    if torch.get_num_threads() != spec.threads:
+        torch.set_num_threads(spec.threads)
     cache_key = (spec.model, spec.device, spec.dtype)
     with _LOCK:
         model = _MODELS.get(cache_key)

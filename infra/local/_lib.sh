@@ -138,6 +138,8 @@ simple_service() {
       printf 'SERVICE_URL=%s\n%s=%s\n' "$url" "$(svc_pid_key)" "$pid" >"$envfile"
       if ! wait_http "$(svc_ready_url "$url")" "$timeout_s" "$pid" "$state/server.log"; then
         cleanup
+        rm -f "$state/.lock"
+        rmdir "$state" 2>/dev/null || true
         exit 1
       fi
       [ -z "$owner_pid" ] || watchdog_pid="$(start_watchdog "$owner_pid" "$state")"

@@ -144,6 +144,14 @@ do_stop() {
   rm -f "$envfile" "$state/api.log" "$state/load.log" "$state/load-collections.json" "$state/load-items.ndjson"
 }
 
+# After a failed start: stop what was started and leave no state behind.
+fail_start() {
+  do_stop
+  rm -f "$state/.lock"
+  rmdir "$state" 2>/dev/null || true
+  exit 1
+}
+
 do_start() {
   local pgbase pgdata pgport api_port dsn api_pid pg_pid url watchdog_pid="" attempt
   [ -n "$pg_bin" ] || die 1 "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; run infra/local/setup.sh (or set PG_BIN)"
@@ -164,7 +172,7 @@ do_start() {
   pgdata="$pgbase/data"
   # Record what exists so far: a failure below can then clean up with do_stop.
   printf 'PG_BASE=%s\nPGDATA=%s\n' "$pgbase" "$pgdata" >"$envfile"
-  trap 'do_stop; exit 1' ERR
+  trap fail_start ERR
   if ! as_postgres "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >"$pgbase/initdb.log" 2>&1; then
     cat "$pgbase/initdb.log" >&2
@@ -233,7 +241,7 @@ case "$cmd" in
     [ -z "$world" ] || stac_dir_of "$world" >/dev/null
     do_start
     if [ -n "$world" ]; then
-      trap 'do_stop; exit 1' EXIT
+      trap fail_start EXIT
       do_load "$world"
       trap - EXIT
     fi

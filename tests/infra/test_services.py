@@ -130,6 +130,25 @@ def test_stac_api_bad_world_is_a_usage_error_and_starts_nothing(tmp_path: Path) 
     assert _processes_mentioning(str(state)) == []
 
 
+def test_stac_api_readiness_timeout_reports_and_cleans_up(tmp_path: Path) -> None:
+    """A server that does not answer in time: exit 1, the log tail on stderr, nothing left running."""
+    state = tmp_path / "state"
+    private_tmp = Path(tempfile.mkdtemp(prefix="copgen-test-"))  # where (as root) the PostgreSQL data goes
+    try:
+        private_tmp.chmod(0o755)
+        proc = subprocess.run(["bash", str(INFRA / "stac-api.sh"), "start", "--state", str(state), "--timeout", "0"],
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "TMPDIR": str(private_tmp)})
+        assert proc.returncode == 1
+        assert "did not answer within 0s" in proc.stderr and "api.log" in proc.stderr
+        assert not state.exists()
+        assert list(private_tmp.iterdir()) == []
+        assert _processes_mentioning(str(private_tmp)) == []
+        assert _processes_mentioning(str(state)) == []
+    finally:
+        shutil.rmtree(private_tmp)
+
+
 def test_stac_api_load_without_a_running_api_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="start one with"):
         run_script("stac-api.sh", "load", str(tmp_path), "--state", str(tmp_path / "state"))

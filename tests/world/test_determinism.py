@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
 from sampleworld import generate_world, load_manifest
+from sampleworld.world import is_current
 from tests.world.world_fixtures import SEED, World, small_world, tmp_dir
 
 
@@ -53,14 +53,18 @@ def test_matching_manifest_skips_regeneration_and_force_redoes_it(world):
     assert load_manifest(world.out_dir) == world.manifest
 
 
-def test_incomplete_world_is_regenerated(world):
-    other = tmp_dir("copgen-world-partial-") / "world"
-    first = generate_world(other, preset="small", seed=SEED)
-    victim = next((other / "assets").rglob("B08.tif"))
-    os.remove(victim)
-    second = generate_world(other, preset="small", seed=SEED)
-    assert victim.is_file()
-    assert second.n_assets == first.n_assets
+def test_world_with_a_missing_asset_is_not_reused(world):
+    terramesh = Path(world.manifest.terramesh["dir"]) if world.manifest.terramesh else None
+    assert is_current(world.out_dir, preset="small", seed=SEED, terramesh_dir=terramesh)
+    assert not is_current(world.out_dir, preset="small", seed=SEED + 1, terramesh_dir=terramesh)
+    victim = next((world.out_dir / "assets").rglob("B08.tif"))
+    kept = victim.read_bytes()
+    victim.unlink()
+    try:
+        assert not is_current(world.out_dir, preset="small", seed=SEED, terramesh_dir=terramesh)
+    finally:
+        victim.write_bytes(kept)
+    assert is_current(world.out_dir, preset="small", seed=SEED, terramesh_dir=terramesh)
 
 
 def test_load_manifest_explains_a_missing_world(tmp_path):
