@@ -102,15 +102,15 @@ def serve(world: Path, state: Path | None, detach: bool) -> None:
     Stays in the foreground until Ctrl-C (which stops the API) or 'copgen stac stop'. Starting it
     again while it runs loads WORLD again and prints the same URL.
     """
-    rc, env = _run_script("start", "--load", str(world), state=state)
-    _exit_on_failure(rc, "starting the STAC API")
-    click.echo(f"STAC_API_URL={env['STAC_API_URL']}")
-    if detach:
-        return
-    click.echo("Serving; press Ctrl-C to stop (or run 'copgen stac stop').", err=True)
-    api_pid = int(env["STAC_API_PID"])
-    env_file = Path(env["STAC_API_STATE"]) / "env"
     try:
+        rc, env = _run_script("start", "--load", str(world), state=state)
+        _exit_on_failure(rc, "starting the STAC API")
+        click.echo(f"STAC_API_URL={env['STAC_API_URL']}")
+        if detach:
+            return
+        click.echo("Serving; press Ctrl-C to stop (or run 'copgen stac stop').", err=True)
+        api_pid = int(env["STAC_API_PID"])
+        env_file = Path(env["STAC_API_STATE"]) / "env"
         while env_file.exists() and _pid_alive(api_pid):
             time.sleep(1.0)
     except KeyboardInterrupt:
@@ -119,9 +119,11 @@ def serve(world: Path, state: Path | None, detach: bool) -> None:
         _exit_on_failure(rc, "stopping the STAC API")
         return
     _wait_for_state_lock(env_file.parent)  # a 'copgen stac stop' elsewhere may still be stopping it
-    if env_file.exists():  # the server died on its own: clean up and say so
+    if env_file.exists():  # the server died on its own: show its log, clean up
+        log = env_file.parent / "api.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else "(no log)"
         _run_script("stop", state=state)
-        raise click.ClickException("the STAC API exited unexpectedly; its log was in the state directory")
+        raise click.ClickException(f"the STAC API exited unexpectedly; last lines of {log}:\n{tail}")
     click.echo("The STAC API was stopped.", err=True)
 
 

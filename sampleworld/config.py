@@ -165,7 +165,7 @@ class CogConfig(_Frozen):
     blocksize: int = 256
     compress: Literal["ZSTD", "DEFLATE"] = "ZSTD"
     level: int = 9
-    s1_mantissa_bits: int = Field(12, ge=8, le=23, description="float32 S1 mantissa bits kept (compression)")
+    s1_mantissa_bits: int = Field(10, ge=8, le=23, description="float32 S1 mantissa bits kept (compression)")
 
 
 class WorldConfig(_Frozen):

@@ -27,8 +27,7 @@ class WorldManifest:
     bytes_assets, bytes_total:
         Size of the COGs, and of everything written (COGs, STAC files, manifest excluded).
     elapsed_s:
-        Wall time of the generation, seconds (0 when nothing was regenerated is not recorded: the
-        manifest keeps the time of the run that wrote it).
+        Wall time of the run that wrote the world, seconds (a reused world keeps it).
     cells:
         Sorted Major TOM cells with synthetic data.
     zones, epsg_codes:

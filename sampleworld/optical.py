@@ -164,7 +164,7 @@ def _quantise(planes: dict[str, np.ndarray], names: tuple[str, ...], valid_60m: 
     for name in names:
         plane = planes[name]
         rng = rng_for(*rng_key, name)
-        sigma = 0.0008 + 0.003 * np.abs(plane)
+        sigma = 0.0005 + 0.002 * np.abs(plane)
         noisy = plane + sigma * rng.standard_normal(plane.shape, dtype=np.float32)
         dn = np.rint(np.clip(noisy, 0.0, 6.0) * 10000.0) + offset_dn
         dn = np.clip(dn, 1, 65535).astype(np.uint16)

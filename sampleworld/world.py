@@ -50,7 +50,7 @@ def world_hash(preset: str, seed: int, terramesh_dir: Path | None) -> str:
 
 
 def _assets_on_disk(out_dir: Path) -> tuple[int, int]:
-    files = [p for p in (out_dir / "assets").rglob("*.tif")] if (out_dir / "assets").is_dir() else []
+    files = list((out_dir / "assets").rglob("*.tif")) if (out_dir / "assets").is_dir() else []
     return len(files), sum(p.stat().st_size for p in files)
 
 

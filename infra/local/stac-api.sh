@@ -172,7 +172,7 @@ do_start() {
   pgdata="$pgbase/data"
   # Record what exists so far: a failure below can then clean up with do_stop.
   printf 'PG_BASE=%s\nPGDATA=%s\n' "$pgbase" "$pgdata" >"$envfile"
-  trap fail_start ERR
+  trap fail_start ERR INT TERM
   if ! as_postgres "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
       >"$pgbase/initdb.log" 2>&1; then
     cat "$pgbase/initdb.log" >&2
@@ -216,7 +216,7 @@ do_start() {
   if [ -n "$owner_pid" ]; then
     watchdog_pid="$(start_watchdog "$owner_pid" "$state")"
   fi
-  trap - ERR
+  trap - ERR INT TERM
   {
     echo "STAC_API_URL=$url"
     echo "PGSTAC_DSN=$dsn"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sampleworld.geometry import utm_to_lonlat
 from sampleworld.landcover import BARE, BUILT, CROPS, TREES, WATER
 from tests.world.world_fixtures import World, read_asset, small_world
 
@@ -198,3 +199,23 @@ def test_20m_bands_are_block_means_of_the_10m_scene(world):
     b8a = _reflectance(item, "B8A")
     coarse = b08.reshape(b8a.shape[0], 2, b8a.shape[1], 2).mean(axis=(1, 3))
     assert np.corrcoef(coarse.ravel(), b8a.ravel())[0, 1] > 0.95
+
+
+def test_dem_and_land_cover_agree_across_grids(world):
+    """The EPSG:4326 DEM sampled at the UTM land-cover pixels: water lowest, fields low, rock high."""
+    (dem_item,) = world.synthetic("cop-dem-glo-30", "main")
+    (lulc_item,) = world.synthetic("io-lulc-annual-v02", "main")
+    dem = read_asset(dem_item["assets"]["data"])
+    lulc = read_asset(lulc_item["assets"]["data"])
+    t = lulc_item["assets"]["data"]["proj:transform"]
+    rows, cols = np.indices(lulc.shape)
+    lon, lat = utm_to_lonlat(lulc_item["assets"]["data"]["proj:epsg"], t[2] + (cols + 0.5) * t[0],
+                             t[5] + (rows + 0.5) * t[4])
+    d = dem_item["assets"]["data"]["proj:transform"]
+    r = np.floor((lat - d[5]) / d[4]).astype(int)
+    c = np.floor((lon - d[2]) / d[0]).astype(int)
+    assert r.min() >= 0 and c.min() >= 0 and r.max() < dem.shape[0] and c.max() < dem.shape[1]
+    h = dem[r, c]
+    mean = {cls: float(h[lulc == cls].mean()) for cls in (WATER, CROPS, BUILT, TREES, BARE)}
+    assert mean[WATER] < mean[CROPS] < mean[TREES] < mean[BARE], mean
+    assert mean[BUILT] < mean[TREES]

@@ -39,7 +39,7 @@ def test_crs_and_transform_are_those_of_the_source_files(world):
                 source = src.read()
                 epsg, transform = src.crs.to_epsg(), list(src.transform)[:6]
             assert item["properties"]["proj:epsg"] == epsg
-            for i, (key, asset) in enumerate(item["assets"].items()):
+            for i, asset in enumerate(item["assets"].values()):
                 assert asset["proj:epsg"] == epsg and asset["proj:code"] == f"EPSG:{epsg}"
                 assert asset["proj:transform"] == transform
                 with rasterio.open(asset["href"]) as cog:
