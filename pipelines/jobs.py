@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from copgen_core.modalities import BY_KEY, Kind
+from copgen_core.modalities import BY_KEY
 from pipelines.config import ConfigError, GenerateConfig, JobConfig, PreprocessConfig
 from pipelines.engines import EngineOptions, run_beam_batches, run_dask, run_local
 from transforms import ledger
@@ -199,15 +199,16 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
     rules = _rules(cfg)
     items = _catalog(cfg, image_mods, rules)
     start, end = cfg.period
-    dynamic = [i for i in items if start <= i.datetime <= end and not i.collection.startswith(("cop-dem", "io-lulc"))]
+    anchor = _anchor_collection(image_mods)
+    anchored = [i for i in items if i.collection == anchor and start <= i.datetime <= end]
     days = sorted({datetime(i.datetime.year, i.datetime.month, i.datetime.day, tzinfo=i.datetime.tzinfo)
-                   for i in dynamic}) or [start]
-    for collection in {BY_KEY[k].collection for k in image_mods if BY_KEY[k].collection}:
-        rules.setdefault(collection, SelectionRule(collection, max_days=0.999,
-                                                   static=collection.startswith(("cop-dem", "io-lulc"))))
+                   for i in anchored}) or [start]
+    if anchor is not None:
+        rules.setdefault(anchor, SelectionRule(anchor, max_days=0.999))
+        if anchor == "sentinel-2-l2a":  # L1C of the same acquisition
+            rules.setdefault("sentinel-2-l1c", SelectionRule("sentinel-2-l1c", max_days=0.999))
     units = [u for u in plan_units(windows, days, items, image_mods, rules)
-             if any(k in dict(u.sources) for k in image_mods if BY_KEY[k].kind not in (Kind.DEM, Kind.LULC))
-             or len(days) == 1]
+             if anchor is None or any(BY_KEY[k].collection == anchor for k in dict(u.sources))]
     spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_mods),
                     windows=tuple(windows), times=tuple(days), members=None, stats=False,
                     attrs={"job": "preprocess", "config": _provenance_config(cfg)})
@@ -221,6 +222,19 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
         cfg.engine, run_local)
     outcomes = runner(_batches(todo, 8), fn, options) if todo else []
     return _finish(report, spec, outcomes, t0)
+
+
+def _anchor_collection(modalities: Sequence[str]) -> str | None:
+    """The time-varying collection whose acquisition dates become the cube's time axis.
+
+    Sentinel-2 L2A if requested, else L1C, else Sentinel-1; other time-varying collections are matched
+    to each anchor date by their selection rules (nearest within max_days). None for static-only jobs.
+    """
+    wanted = {BY_KEY[k].collection for k in modalities}
+    for collection in ("sentinel-2-l2a", "sentinel-2-l1c", "sentinel-1-rtc"):
+        if collection in wanted:
+            return collection
+    return None
 
 
 def _catalog(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, SelectionRule]) -> list[CatalogItem]:

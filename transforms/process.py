@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from copgen_core.modalities import BY_KEY, Kind
 from transforms import ledger
 from transforms.cube import write_window
-from transforms.cube_spec import CubeSpec
+from transforms.cube_spec import UINT8_FILL, CubeSpec
 from transforms.infer import InferSpec, TileResult, infer_tiles
 from transforms.raster_read import ReadError
 from transforms.tiles import Tile, WorkUnit, read_tile
@@ -103,6 +104,13 @@ def generate_batch(units: Sequence[WorkUnit], spec: InferSpec, cube: CubeSpec, m
     return outcomes
 
 
+def _storable(key: str, values: np.ndarray) -> np.ndarray:
+    """Categorical tiles hold codes as float with NaN for no data: store them as uint8, no data = 255."""
+    if BY_KEY[key].kind in (Kind.LULC, Kind.CLOUD):
+        return np.where(np.isfinite(values), values, UINT8_FILL).astype(np.uint8)
+    return values
+
+
 def preprocess_batch(units: Sequence[WorkUnit], modalities: Sequence[str], cube: CubeSpec) -> list[Outcome]:
     """Read real tiles and write them as they are (no model): the dataset-preprocessing workload."""
     outcomes: list[Outcome] = []
@@ -114,7 +122,7 @@ def preprocess_batch(units: Sequence[WorkUnit], modalities: Sequence[str], cube:
             outcomes.append(_failed(cube, unit, str(exc), {}))
             continue
         t_read = time.perf_counter() - t0
-        arrays = {k: v for k, v in tile.arrays.items() if k in cube.modalities}
+        arrays = {k: _storable(k, v) for k, v in tile.arrays.items() if k in cube.modalities}
         if not arrays:
             outcomes.append(_failed(cube, unit, "no source covers this window for any requested modality",
                                     {"read": t_read}))

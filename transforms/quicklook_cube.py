@@ -15,6 +15,8 @@ import numpy as np
 from copgen_core.modalities import BY_KEY, Kind
 from transforms import quicklook as ql
 
+NO_DATA = 255  # the cubes' uint8 fill (transforms.cube_spec.UINT8_FILL)
+
 
 def _render(kind: Kind, key: str, data: np.ndarray, gsd_m: float) -> np.ndarray:
     """(band, y, x) physical values -> RGB."""
@@ -31,9 +33,9 @@ def _render(kind: Kind, key: str, data: np.ndarray, gsd_m: float) -> np.ndarray:
     if kind is Kind.DEM:
         return ql.hillshade(data[0], gsd_m=gsd_m)
     if kind is Kind.LULC:
-        return ql.categorical(data[0], ql.LULC_COLOURS)
+        return ql.categorical(data[0], {**ql.LULC_COLOURS, NO_DATA: (0, 0, 0)})
     if kind is Kind.CLOUD:
-        return ql.categorical(data[0], ql.CLOUD_COLOURS)
+        return ql.categorical(data[0], {**ql.CLOUD_COLOURS, NO_DATA: (0, 0, 0)})
     raise ValueError(f"no quicklook for {key}")
 
 

@@ -1,0 +1,337 @@
+"""Training the COP-GEN backbone: independent noise levels per modality, ε-prediction.
+
+For every sample and every modality independently: draw ``n ~ U{1..1000}`` and ``ε ~ N(0, I)``, form
+``x_n = sqrt(abar_n) z + sqrt(1 - abar_n) ε`` from the clean latent ``z`` and ask the backbone for
+ε. The loss is :func:`~copgen_core.training.losses.diffusion_loss`. Image latents are posterior
+samples of the frozen VAEs, times their scale factor, drawn either from pixels (the VAE encodes them)
+or from cached posterior moments; scalars (location, date) are diffused as their raw 3-vectors.
+
+Two options beyond the official recipe, both off by default:
+
+- **modality dropout** (probability ``p`` per sample and modality): the modality is replaced by pure
+  noise ``x = ε`` labelled ``n = 1000``, exactly how the sampler marginalises a modality that is
+  neither generated nor given;
+- **condition dropout** (probability ``q``): the modality is given clean, ``x = z`` at ``n = 0``, how
+  the sampler feeds conditions. The official model never sees ``n = 0`` in training (``n >= 1``)
+  although inference conditions at ``t = 0``; this puts that input in distribution.
+
+Dropped and conditioned modalities carry no loss (their ε target is either the input itself or
+undefined). Randomness comes from a generator seeded by ``(seed, step, micro-batch, rank)``, so a
+resumed run draws exactly the numbers the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from copgen_core.backbone import CopgenBackbone
+from copgen_core.modalities import Modality
+from copgen_core.schedule import DiscreteVPSchedule, copgen_schedule
+from copgen_core.seeding import derive_seed
+from copgen_core.training import distributed
+from copgen_core.training.ema import EMA
+from copgen_core.training.losses import diffusion_loss
+from copgen_core.training.optim import LRSchedule
+from copgen_core.training.precision import Precision, autocast, check_precision
+from copgen_core.training.state import capture_rng, check_config, restore_rng
+from copgen_core.training.step import OptimizerStep
+from copgen_core.vae import KLVAE, LOGVAR_CLAMP
+
+Batch = Mapping[str, Tensor]
+"""Modality key -> (B, ...) tensor: pixels (B, C, H, W) in the normalised space or posterior moments
+(B, 2 * 8, h, w) for image modalities, (B, 1, 1, 3) vectors for scalars. Other keys are ignored."""
+
+
+@dataclass(frozen=True)
+class BackboneTrainConfig:
+    """Hyper-parameters of a backbone run (defaults: the official recipe).
+
+    Attributes
+    ----------
+    lr, weight_decay, betas, adam_eps:
+        AdamW; official 2e-4, 0.03, (0.99, 0.99).
+    warmup_steps:
+        Linear warm-up, then constant (official 5000).
+    ema_rate:
+        EMA decay per optimiser step (official 0.9999; short runs want e.g. 0.999).
+    grad_accum:
+        Micro-batches per optimiser step.
+    grad_clip:
+        Gradient-norm clipping; None (official) disables it.
+    precision:
+        ``fp32``, or ``bf16``/``fp16`` autocast on CUDA (official: fp16).
+    gradient_checkpointing:
+        Recompute each block in the backward pass (saves activation memory).
+    modality_dropout:
+        Probability per (sample, modality) of pure noise at n = 1000 (not in the official recipe).
+    condition_dropout:
+        Probability per (sample, modality) of a clean latent at n = 0 (not in the official recipe).
+    seed:
+        Run seed of every random draw.
+
+    Raises
+    ------
+    ValueError
+        On invalid values, naming the field.
+    """
+
+    lr: float = 2e-4
+    weight_decay: float = 0.03
+    betas: tuple[float, float] = (0.99, 0.99)
+    adam_eps: float = 1e-8
+    warmup_steps: int = 5000
+    ema_rate: float = 0.9999
+    grad_accum: int = 1
+    grad_clip: float | None = None
+    precision: Precision = "fp32"
+    gradient_checkpointing: bool = False
+    modality_dropout: float = 0.0
+    condition_dropout: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_precision(self.precision)
+        p, q = self.modality_dropout, self.condition_dropout
+        if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0 and p + q <= 1.0):
+            raise ValueError(
+                f"modality_dropout={p} and condition_dropout={q} must be probabilities with a sum <= 1"
+            )
+        self.schedule()
+
+    def schedule(self) -> LRSchedule:
+        """The learning-rate schedule: linear warm-up, then constant."""
+        return LRSchedule(self.lr, self.warmup_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for states and provenance)."""
+        return asdict(self)
+
+
+def sample_posterior(moments: Tensor, scale_factor: float, eps: Tensor) -> Tensor:
+    """Scaled posterior sample ``scale * (mean + exp(0.5 clamp(logvar, -30, 20)) ε)`` from moments.
+
+    Parameters
+    ----------
+    moments:
+        (B, 2C, h, w): mean in the first C channels, logvar in the last C.
+    eps:
+        (B, C, h, w) standard normal noise.
+    """
+    mean, logvar = torch.chunk(moments.float(), 2, dim=1)
+    return scale_factor * (mean + torch.exp(0.5 * torch.clamp(logvar, *LOGVAR_CLAMP)) * eps)
+
+
+class BackboneTrainer:
+    """Trains a :class:`~copgen_core.backbone.CopgenBackbone` over frozen VAEs.
+
+    Parameters
+    ----------
+    backbone:
+        The model (any subset of modalities), trained in place and moved to ``device``.
+    vaes:
+        A VAE for every image modality of the backbone (frozen; used to encode pixels and for the
+        scale factor of cached moments).
+    config:
+        Hyper-parameters.
+    device:
+        Training device.
+    schedule:
+        Noise schedule (the official scaled-linear one by default).
+
+    Raises
+    ------
+    ValueError
+        If an image modality of the backbone has no VAE.
+    """
+
+    def __init__(
+        self,
+        backbone: CopgenBackbone,
+        vaes: Mapping[str, KLVAE],
+        config: BackboneTrainConfig,
+        *,
+        device: str | torch.device = "cpu",
+        schedule: DiscreteVPSchedule | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.config = config
+        self.backbone = backbone.to(self.device).train()
+        self.backbone.gradient_checkpointing = config.gradient_checkpointing
+        self.modalities: tuple[Modality, ...] = backbone.modalities
+        missing = [m.key for m in self.modalities if m.is_image and m.key not in vaes]
+        if missing:
+            raise ValueError(f"no VAE for the image modalities {missing}; train them with 'copgen train-vae' or "
+                             "pass a --vae-dir/--bundle that holds them")
+        self.vaes = {m.key: vaes[m.key].to(self.device).eval().requires_grad_(False)
+                     for m in self.modalities if m.is_image}
+        self.schedule = schedule or copgen_schedule()
+        self.module = distributed.wrap(self.backbone, self.device)
+        self.ema = EMA(self.backbone, config.ema_rate)
+        self.opt = OptimizerStep(self.module, list(self.backbone.parameters()), config.schedule(),
+                                 weight_decay=config.weight_decay, betas=config.betas, eps=config.adam_eps,
+                                 device=self.device, precision=config.precision, grad_accum=config.grad_accum,
+                                 grad_clip=config.grad_clip)
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps taken."""
+        return self.opt.step
+
+    def _generator(self, *key: object) -> torch.Generator:
+        seed = derive_seed(self.config.seed, tuple(key), stream="backbone")  # type: ignore[arg-type]
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def clean_latents(self, batch: Batch, gen: torch.Generator) -> list[Tensor]:
+        """Clean latents ``z`` in backbone order from pixels, moments or scalar vectors.
+
+        Raises
+        ------
+        ValueError
+            If a modality is missing from the batch or has a shape that is neither its pixels, its
+            moments nor its scalar vector.
+        """
+        out = []
+        for m in self.modalities:
+            if m.key not in batch:
+                raise ValueError(f"the batch has no {m.key!r}; it holds {sorted(batch)}")
+            x = batch[m.key].to(self.device, non_blocking=True)
+            c, h, w = m.latent_shape
+            if m.is_scalar:
+                if tuple(x.shape[1:]) != m.pixel_shape:
+                    raise ValueError(f"{m.key}: expected (B, 1, 1, 3) vectors, got {tuple(x.shape)}")
+                out.append(x.float())
+                continue
+            vae = self.vaes[m.key]
+            eps = torch.randn((x.shape[0], c, h, w), generator=gen, device=self.device)
+            if tuple(x.shape[1:]) == m.pixel_shape:
+                out.append(vae.encode(x, eps=eps).float())
+            elif tuple(x.shape[1:]) == (2 * c, h, w):
+                out.append(sample_posterior(x, vae.scale_factor, eps))
+            else:
+                raise ValueError(f"{m.key}: expected pixels {(-1, *m.pixel_shape)} or moments {(-1, 2 * c, h, w)}, "
+                                 f"got {tuple(x.shape)}")
+        return out
+
+    def noised_inputs(
+        self, z: Sequence[Tensor], gen: torch.Generator, *, dropout: bool = True
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], Tensor]:
+        """Noise clean latents to independent random steps, with modality/condition dropout.
+
+        Returns
+        -------
+        x, t, eps, weights
+            Per modality the noisy input, the (B,) float timestep and the noise; (B, M) loss weights
+            (0 where the modality was dropped or given clean).
+        """
+        p = self.config.modality_dropout if dropout else 0.0
+        q = self.config.condition_dropout if dropout else 0.0
+        xs, ts, epss, ws = [], [], [], []
+        top = self.schedule.num_steps
+        for zm in z:
+            b = zm.shape[0]
+            n = self.schedule.sample_steps(b, generator=gen, device=self.device)
+            eps = torch.randn(zm.shape, generator=gen, device=self.device)
+            u = torch.rand((b,), generator=gen, device=self.device)
+            drop, cond = u < p, (u >= p) & (u < p + q)
+            x = self.schedule.add_noise(zm, eps, n)
+            view = (-1,) + (1,) * (zm.ndim - 1)
+            x = torch.where(drop.view(view), eps, torch.where(cond.view(view), zm, x))
+            n = torch.where(drop, torch.full_like(n, top), torch.where(cond, torch.zeros_like(n), n))
+            xs.append(x)
+            ts.append(n.float())
+            epss.append(eps)
+            ws.append((~(drop | cond)).float())
+        return xs, ts, epss, torch.stack(ws, dim=1)
+
+    def _loss(self, batch: Batch, micro: int) -> tuple[Tensor, dict[str, float]]:
+        gen = self._generator("step", self.step, micro, distributed.rank())
+        z = self.clean_latents(batch, gen)
+        x, t, eps, weights = self.noised_inputs(z, gen)
+        eps_hat = self.module(x, t)
+        loss, per_mod = diffusion_loss(eps_hat, eps, weights)
+        metrics = {f"mse/{m.key}": float(v) for m, v in zip(self.modalities, per_mod.tolist(), strict=True)}
+        metrics["kept"] = float(weights.mean())
+        return loss, metrics
+
+    def train_step(self, micro_batches: Sequence[Batch], *, log: bool = True) -> dict[str, float]:
+        """One optimiser step over ``grad_accum`` micro-batches.
+
+        Returns
+        -------
+        dict
+            ``loss``, ``mse/<key>`` per modality, ``kept`` (fraction of (sample, modality) pairs in
+            the loss), ``lr`` and ``step``.
+        """
+        metrics = self.opt(micro_batches, self._loss)
+        self.ema.update(self.backbone, self.step)
+        metrics = distributed.mean_over_ranks(metrics, self.device)
+        metrics["step"] = float(self.step)
+        if log:
+            self.history.append(dict(metrics))
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[Batch], *, use_ema: bool = True) -> dict[str, float]:
+        """Mean diffusion loss over ``batches`` with fixed noise (seeded by batch index), no dropout.
+
+        Returns
+        -------
+        dict
+            ``loss``, ``mse/<key>`` per modality and ``batches``.
+
+        Raises
+        ------
+        ValueError
+            If ``batches`` is empty.
+        """
+        model = self.ema.model if use_ema else self.backbone
+        was_training = model.training
+        model.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for i, batch in enumerate(batches):
+            gen = self._generator("eval", i)
+            with autocast(self.device, self.config.precision):
+                z = self.clean_latents(batch, gen)
+                x, t, eps, _ = self.noised_inputs(z, gen, dropout=False)
+                loss, per_mod = diffusion_loss(model(x, t), eps)
+            totals["loss"] = totals.get("loss", 0.0) + float(loss)
+            for m, v in zip(self.modalities, per_mod.tolist(), strict=True):
+                totals[f"mse/{m.key}"] = totals.get(f"mse/{m.key}", 0.0) + v
+            count += 1
+        model.train(was_training)
+        if not count:
+            raise ValueError("evaluate got no batches; give a non-empty validation split (--val-fraction)")
+        out = {k: v / count for k, v in totals.items()}
+        out["batches"] = float(count)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly."""
+        return {"kind": "backbone", "config": self.config.to_dict(), "model": self.backbone.state_dict(),
+                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "rng": capture_rng(),
+                "history": list(self.history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output (also restores the global RNG states).
+
+        Raises
+        ------
+        StateError
+            If the state is not a backbone state or its config differs from this trainer's.
+        """
+        check_config({"kind": state.get("kind")}, {"kind": "backbone"}, what="training kind")
+        check_config(state["config"], self.config.to_dict(), what="backbone training config")
+        self.backbone.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.history = [dict(h) for h in state["history"]]
+        restore_rng(state["rng"])
