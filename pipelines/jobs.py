@@ -117,14 +117,17 @@ def _provenance_config(cfg: JobConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in EXECUTION_FIELDS}
 
 
-def _finish(report: RunReport, spec: CubeSpec, outcomes: list[Any], t0: float) -> RunReport:
-    done, missing = finalize_cube(spec)
+def _finish(report: RunReport, spec: CubeSpec, units: Sequence[WorkUnit], outcomes: list[Any],
+            t0: float) -> RunReport:
+    """Publish provenance, then count done / failed / missing over the planned units from the ledger."""
+    finalize_cube(spec)
+    planned = {(u.key, u.time_index) for u in units}
+    done = ledger.done_set(spec.url, spec.storage_options) & planned
     failures = ledger.failures(spec.url, spec.storage_options)
-    done_set = set(done)
     report.failed = [{"window": str(k), "time_index": t, "reason": r}
-                     for (k, t), r in sorted(failures.items()) if (k, t) not in done_set]
+                     for (k, t), r in sorted(failures.items()) if (k, t) in planned and (k, t) not in done]
     report.done = len(done) - report.skipped
-    report.missing = len(missing) - len(report.failed)
+    report.missing = len(planned) - len(done) - len(report.failed)
     stage: dict[str, float] = {}
     for o in outcomes:
         for name, s in o.seconds.items():
@@ -185,7 +188,7 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
             fn = functools.partial(generate_batch, spec=infer_spec, cube=spec, model_hash=mhash)
             runner = run_dask if cfg.engine == "dask" else run_local
             outcomes = runner(_batches(todo, cfg.batch_size), fn, options)
-    return _finish(report, spec, outcomes, t0)
+    return _finish(report, spec, units, outcomes, t0)
 
 
 def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
@@ -221,7 +224,7 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
     runner = {"dask": run_dask, "beam": functools.partial(run_beam_batches, extra_args=beam_args)}.get(
         cfg.engine, run_local)
     outcomes = runner(_batches(todo, 8), fn, options) if todo else []
-    return _finish(report, spec, outcomes, t0)
+    return _finish(report, spec, units, outcomes, t0)
 
 
 def _anchor_collection(modalities: Sequence[str]) -> str | None:

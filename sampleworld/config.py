@@ -110,10 +110,10 @@ class RegionConfig(_Frozen):
     anchor_lon: float = Field(ge=-180, le=180)
     s2_orbits: tuple[int, int] = Field(description="relative orbits 'A' (full cover) and 'B' (swath edge)")
     s2_edge: tuple[float, float] | None = Field(
-        None, description="(lat, lon) of a point on orbit B's western swath edge; west of it is nodata"
+        default=None, description="(lat, lon) of a point on orbit B's western swath edge; west of it is nodata"
     )
     s1_orbits: tuple[int, int] = Field(description="relative orbits (ascending, descending)")
-    s1_missing: tuple[int, ...] = Field((), description="indices of radar passes missing over this region")
+    s1_missing: tuple[int, ...] = Field(default=(), description="indices of radar passes missing over this region")
 
 
 class SceneConfig(_Frozen):
@@ -165,7 +165,7 @@ class CogConfig(_Frozen):
     blocksize: int = 256
     compress: Literal["ZSTD", "DEFLATE"] = "ZSTD"
     level: int = 9
-    s1_mantissa_bits: int = Field(10, ge=8, le=23, description="float32 S1 mantissa bits kept (compression)")
+    s1_mantissa_bits: int = Field(default=10, ge=8, le=23, description="float32 S1 mantissa bits kept (compression)")
 
 
 class WorldConfig(_Frozen):
@@ -178,7 +178,7 @@ class WorldConfig(_Frozen):
     radar_passes: tuple[RadarPass, ...]
     lulc_year: int
     dem_date: date = date(2021, 4, 22)
-    max_solar_zenith_deg: float = Field(80.0, description="no optical acquisition with a lower sun")
+    max_solar_zenith_deg: float = Field(default=80.0, description="no optical acquisition with a lower sun")
     cog: CogConfig = CogConfig()
     styles: dict[str, LandscapeStyle] = Field(default_factory=lambda: dict(STYLES))
 

@@ -114,8 +114,8 @@ def town_sites(
     pad = style.town_radius_m[1] * 1.5
     i0, i1 = int(np.floor((np.min(x_m) - pad) / s)), int(np.floor((np.max(x_m) + pad) / s))
     j0, j1 = int(np.floor((np.min(y_m) - pad) / s)), int(np.floor((np.max(y_m) + pad) / s))
-    ii, jj = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
-    ii, jj = ii.ravel(), jj.ravel()
+    ii2, jj2 = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
+    ii, jj = ii2.ravel(), jj2.ravel()
     k = stable_key(key, "towns")
     u = [(_lattice(ii, jj, np.uint64(stable_key(k, n))) + 1.0) / 2.0 for n in range(4)]
     cx = (ii + 0.15 + 0.7 * u[0]) * s

@@ -159,7 +159,7 @@ def _to_native(stack: np.ndarray, side: int) -> dict[str, np.ndarray]:
     return out
 
 def _quantise(planes: dict[str, np.ndarray], names: tuple[str, ...], valid_60m: np.ndarray,
-              offset_dn: int, rng_key: tuple[object, ...]) -> dict[str, np.ndarray]:
+              offset_dn: int, rng_key: tuple[str | int, ...]) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         plane = planes[name]

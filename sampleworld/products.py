@@ -101,8 +101,7 @@ def lulc_item(state: SceneState, config: WorldConfig, out_dir: Path) -> dict[str
         **_common(state),
     }
     return item_dict(item_id=item_id, collection=coll, collection_href=collection_href(out_dir, coll),
-                     geometry=geometry, bbox=bbox, properties=props, assets={"data": asset},
-                     extensions=["proj", "raster", "file"])
+                     geometry=geometry, bbox=bbox, properties=props, assets={"data": asset})
 
 
 def dem_item(state: SceneState, config: WorldConfig, out_dir: Path) -> dict[str, Any]:
@@ -128,8 +127,7 @@ def dem_item(state: SceneState, config: WorldConfig, out_dir: Path) -> dict[str,
         **_common(state),
     }
     return item_dict(item_id=item_id, collection=coll, collection_href=collection_href(out_dir, coll),
-                     geometry=geometry, bbox=bbox, properties=props, assets={"data": asset},
-                     extensions=["proj", "raster"])
+                     geometry=geometry, bbox=bbox, properties=props, assets={"data": asset})
 
 
 def _s2_band_title(name: str) -> str:
@@ -197,10 +195,8 @@ def s2_items(state: SceneState, acq: OpticalAcquisition, products: OpticalProduc
         }
         if level == "L2A":
             props.update(products.scl_percentages)
-        extensions = ["eo", "proj", "raster", "sat"] + (["file"] if level == "L1C" else [])
         out.append(item_dict(item_id=item_id, collection=coll, collection_href=collection_href(out_dir, coll),
-                             geometry=geometry, bbox=bbox, properties=props, assets=assets,
-                             extensions=extensions))
+                             geometry=geometry, bbox=bbox, properties=props, assets=assets))
     return out
 
 
@@ -255,8 +251,7 @@ def s1_item(state: SceneState, acq: RadarAcquisition, seed: int, config: WorldCo
         **_common(state),
     }
     return item_dict(item_id=item_id, collection=coll, collection_href=collection_href(out_dir, coll),
-                     geometry=geometry, bbox=bbox, properties=props, assets=assets,
-                     extensions=["proj", "raster", "sat", "sar", "view"])
+                     geometry=geometry, bbox=bbox, properties=props, assets=assets)
 
 
 def scene_items(config: WorldConfig, grid: SceneGrid, seed: int, out_dir: Path) -> list[dict[str, Any]]:

@@ -186,13 +186,16 @@ def item_dict(
     bbox: list[float],
     properties: dict[str, Any],
     assets: dict[str, dict[str, Any]],
-    extensions: list[str],
 ) -> dict[str, Any]:
-    """Assemble a STAC Item dict (STAC 1.1, one ``collection`` link)."""
+    """Assemble a STAC Item dict (STAC 1.1, one ``collection`` link).
+
+    ``stac_extensions`` lists exactly the extensions whose fields (``eo:``, ``proj:``, ``raster:``,
+    ``sat:``, ``sar:``, ``file:``, ``view:``) appear in the properties or assets.
+    """
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": sorted({EXT[e] for e in extensions}),
+        "stac_extensions": sorted(EXT[e] for e in _prefixes_used([properties, assets])),
         "id": item_id,
         "geometry": geometry,
         "bbox": bbox,
@@ -201,6 +204,20 @@ def item_dict(
         "assets": assets,
         "collection": collection,
     }
+
+
+def _prefixes_used(obj: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            prefix = k.split(":", 1)[0] if ":" in k else None
+            if prefix in EXT:
+                found.add(prefix)
+            found |= _prefixes_used(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= _prefixes_used(v)
+    return found
 
 
 _COLLECTION_TEXT: dict[str, tuple[str, str]] = {

@@ -146,4 +146,4 @@ def slope_and_normal(elevation_m: np.ndarray, res_m: float) -> tuple[np.ndarray,
     dz_de = d_col
     dz_dn = -d_row
     slope = np.degrees(np.arctan(np.hypot(dz_de, dz_dn)))
-    return slope, dz_de, dz_dn
+    return np.asarray(slope), np.asarray(dz_de), np.asarray(dz_dn)

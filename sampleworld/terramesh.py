@@ -208,24 +208,20 @@ def _item(loc: TerraMeshLocation, mod: str, coll: str, iid: str, epsg: int, tran
         "copgen:cells": [loc.cell],
         "copgen:notes": ATTRIBUTION,
     }
-    extensions = ["proj", "raster"]
     if mod in ("S2L2A", "S2L1C"):
         props.update({"constellation": "Sentinel 2", "instruments": ["msi"], "eo:cloud_cover": 0.0,
                       "s2:product_type": "S2MSI2A" if mod == "S2L2A" else "S2MSI1C", "copgen:dn_offset": 0,
                       "copgen:quirks": ["20/60 m bands resampled to 10 m", "cloud cover assumed 0 (curated patch)",
                                         "processing baseline unknown; DN offset assumed 0"]})
-        extensions.append("eo")
     elif mod == "S1RTC":
         props.update({"constellation": "Sentinel-1", "sar:instrument_mode": "IW", "sar:frequency_band": "C",
                       "sar:polarizations": ["VV", "VH"], "sar:product_type": "GRD",
                       "copgen:s1_units": "dB", "copgen:quirks": ["backscatter in dB, not linear power"]})
-        extensions.append("sar")
     elif mod == "DEM":
         props.update({"gsd": 10, "copgen:quirks": ["resampled to 10 m UTM (not the arc-second grid)"]})
     else:
         props.update({"datetime": None, "start_datetime": "2021-01-01T00:00:00Z",
                       "end_datetime": "2022-01-01T00:00:00Z", "copgen:lulc_codes": "terramesh-1..9",
                       "copgen:quirks": ["classes renumbered 1..9 (see file:values)"]})
-        extensions.append("file")
     return item_dict(item_id=iid, collection=coll, collection_href=collection_href(out_dir, coll),
-                     geometry=geometry, bbox=bbox, properties=props, assets=assets, extensions=extensions)
+                     geometry=geometry, bbox=bbox, properties=props, assets=assets)

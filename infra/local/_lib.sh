@@ -34,6 +34,10 @@ free_port() {
   "$(copgen_python)" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+need_value() {  # need_value "$@": the option in $1 must be followed by a value
+  [ $# -ge 2 ] && [ -n "$2" ] || die 2 "option $1 needs a value"
+}
+
 pid_alive() {  # pid_alive PID
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null
 }
@@ -185,11 +189,11 @@ parse_simple_args() {
   extra_root=""
   while [ $# -gt 0 ]; do
     case "$1" in
-      --state) state="${2:?--state needs a directory}"; shift 2 ;;
-      --timeout) timeout_s="${2:?--timeout needs seconds}"; shift 2 ;;
-      --owner-pid) owner_pid="${2:?--owner-pid needs a pid}"; shift 2 ;;
-      --root) extra_root="${2:?--root needs a directory}"; shift 2 ;;
-      -h|--help) usage ;;
+      --state) need_value "$@"; state="$2"; shift 2 ;;
+      --timeout) need_value "$@"; timeout_s="$2"; shift 2 ;;
+      --owner-pid) need_value "$@"; owner_pid="$2"; shift 2 ;;
+      --root) need_value "$@"; extra_root="$2"; shift 2 ;;
+      -h|--help) usage 0 ;;
       *) die 2 "unknown argument '$1'; see '$(basename "$0") --help'" ;;
     esac
   done

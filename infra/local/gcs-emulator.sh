@@ -17,9 +17,9 @@ service="gcs-emulator"
 # shellcheck source=infra/local/_lib.sh
 source "$(dirname "$0")/_lib.sh"
 
-usage() {
+usage() {  # usage [EXIT_CODE]
   sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 svc_pid_key() { echo GCS_EMULATOR_PID; }
@@ -37,6 +37,7 @@ svc_launch() {
 
 cmd="${1:-}"
 [ -n "$cmd" ] || usage
+[ "$cmd" != "-h" ] && [ "$cmd" != "--help" ] || usage 0
 shift
 parse_simple_args "$@"
 [ -z "$extra_root" ] || die 2 "--root is not an option of $service"

@@ -16,9 +16,9 @@ service="http-server"
 # shellcheck source=infra/local/_lib.sh
 source "$(dirname "$0")/_lib.sh"
 
-usage() {
+usage() {  # usage [EXIT_CODE]
   sed -n '6,8p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 svc_pid_key() { echo HTTP_SERVER_PID; }
@@ -31,6 +31,7 @@ svc_launch() {
 
 cmd="${1:-}"
 [ -n "$cmd" ] || usage
+[ "$cmd" != "-h" ] && [ "$cmd" != "--help" ] || usage 0
 shift
 parse_simple_args "$@"
 root_dir=""

@@ -17,13 +17,14 @@ service="stac-api"
 # shellcheck source=infra/local/_lib.sh
 source "$(dirname "$0")/_lib.sh"
 
-usage() {
+usage() {  # usage [EXIT_CODE]
   sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 cmd="${1:-}"
 [ -n "$cmd" ] || usage
+[ "$cmd" != "-h" ] && [ "$cmd" != "--help" ] || usage 0
 shift
 state="${COPGEN_STATE:-$copgen_repo/.services}/$service"
 world=""
@@ -36,11 +37,11 @@ if [ "$cmd" = "load" ]; then
 fi
 while [ $# -gt 0 ]; do
   case "$1" in
-    --state) state="${2:?--state needs a directory}"; shift 2 ;;
-    --load) world="${2:?--load needs a directory}"; shift 2 ;;
-    --timeout) timeout_s="${2:?--timeout needs seconds}"; shift 2 ;;
-    --owner-pid) owner_pid="${2:?--owner-pid needs a pid}"; shift 2 ;;
-    -h|--help) usage ;;
+    --state) need_value "$@"; state="$2"; shift 2 ;;
+    --load) need_value "$@"; world="$2"; shift 2 ;;
+    --timeout) need_value "$@"; timeout_s="$2"; shift 2 ;;
+    --owner-pid) need_value "$@"; owner_pid="$2"; shift 2 ;;
+    -h|--help) usage 0 ;;
     *) die 2 "unknown argument '$1'; see 'stac-api.sh --help'" ;;
   esac
 done

@@ -166,3 +166,39 @@ def test_dem_is_float_metres_on_the_arcsecond_grid(world):
         assert t[0] == pytest.approx((2.0 if lat >= 60 else 1.0) / 3600)
         # pixel centres on whole multiples of the spacing, like Copernicus DEM tiles
         assert (t[2] / t[0] + 0.5) == pytest.approx(round(t[2] / t[0] + 0.5), abs=1e-6)
+
+
+_PREFIXES = {"eo": "eo", "proj": "proj", "raster": "raster", "sat": "sat", "sar": "sar", "file": "file",
+             "view": "view"}
+
+
+def _used_prefixes(obj: object) -> set[str]:
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if ":" in k and k.split(":")[0] in _PREFIXES:
+                found.add(k.split(":")[0])
+            found |= _used_prefixes(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= _used_prefixes(v)
+    return found
+
+
+def test_items_are_structurally_valid_stac(world):
+    for item in _all_items(world):
+        assert item["type"] == "Feature" and item["stac_version"] == "1.1.0"
+        assert isinstance(item["id"], str) and item["id"]
+        ring = item["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) >= 4
+        west, south, east, north = item["bbox"]
+        assert -180 <= west < east <= 180 and -90 <= south < north <= 90
+        props = item["properties"]
+        if props["datetime"] is None:
+            assert props["start_datetime"] < props["end_datetime"]
+        else:
+            assert props["datetime"].endswith("Z") and "T" in props["datetime"]
+        assert all({"rel", "href"} <= set(link) for link in item["links"])
+        assert item["assets"] and all(a["href"].startswith("file:///") for a in item["assets"].values())
+        declared = {EXT[p] for p in _used_prefixes({"p": props, "a": item["assets"]})}
+        assert declared <= set(item["stac_extensions"]), item["id"]
