@@ -38,6 +38,7 @@ class LandscapeStyle(_Frozen):
     floor_m: float = Field(description="mean valley-floor elevation")
     floor_var_m: float = Field(description="amplitude of the valley floor's slow variation")
     relief_m: float = Field(description="height of the mountains above the valley floor")
+    relief_cap_m: float = Field(description="soft ceiling of the height above the floor (tanh compression)")
     mountain_wavelength_m: float = Field(description="wavelength of the coarsest relief octave")
     ridged: float = Field(ge=0, le=1, description="share of ridged (sharp-crested) relief")
     valley_wavelength_m: float = Field(description="wavelength of the valley network")
@@ -67,16 +68,16 @@ class LandscapeStyle(_Frozen):
 
 STYLES: dict[str, LandscapeStyle] = {
     "alpine": LandscapeStyle(
-        floor_m=420.0, floor_var_m=140.0, relief_m=4200.0, mountain_wavelength_m=9000.0, ridged=0.6,
+        floor_m=420.0, floor_var_m=140.0, relief_m=4200.0, relief_cap_m=3000.0, mountain_wavelength_m=9000.0, ridged=0.6,
         valley_wavelength_m=11000.0, valley_floor_m=220.0, valley_wall_m=1500.0, river_halfwidth_m=14.0,
-        lake_threshold=0.26, sea=False, snowline_summer_m=2300.0, snowline_winter_m=850.0,
-        treeline_m=1800.0, rockline_m=2050.0, forest_threshold=-0.05, conifer_from_m=950.0,
+        lake_threshold=0.26, sea=False, snowline_summer_m=2200.0, snowline_winter_m=850.0,
+        treeline_m=1750.0, rockline_m=1950.0, forest_threshold=-0.05, conifer_from_m=950.0,
         arable_max_slope_deg=7.0, arable_max_m=1100.0, crop_fraction=0.55, woodlot_fraction=0.05,
         parcel_angle_deg=23.0, town_spacing_m=2600.0, town_probability=0.75,
         town_radius_m=(150.0, 480.0), phenology_shift_days=0.0, bare_is_rock=True, cloud_top_m=3600.0,
     ),
     "farmland": LandscapeStyle(
-        floor_m=205.0, floor_var_m=40.0, relief_m=260.0, mountain_wavelength_m=9000.0, ridged=0.0,
+        floor_m=205.0, floor_var_m=40.0, relief_m=260.0, relief_cap_m=400.0, mountain_wavelength_m=9000.0, ridged=0.0,
         valley_wavelength_m=9000.0, valley_floor_m=300.0, valley_wall_m=1400.0, river_halfwidth_m=11.0,
         lake_threshold=0.30, sea=False, snowline_summer_m=4500.0, snowline_winter_m=650.0,
         treeline_m=2500.0, rockline_m=3000.0, forest_threshold=0.12, conifer_from_m=700.0,
@@ -85,7 +86,7 @@ STYLES: dict[str, LandscapeStyle] = {
         town_radius_m=(120.0, 420.0), phenology_shift_days=0.0, bare_is_rock=False, cloud_top_m=2600.0,
     ),
     "fjord": LandscapeStyle(
-        floor_m=-25.0, floor_var_m=110.0, relief_m=1450.0, mountain_wavelength_m=9000.0, ridged=0.45,
+        floor_m=-25.0, floor_var_m=110.0, relief_m=1450.0, relief_cap_m=1500.0, mountain_wavelength_m=9000.0, ridged=0.45,
         valley_wavelength_m=8000.0, valley_floor_m=300.0, valley_wall_m=1300.0, river_halfwidth_m=10.0,
         lake_threshold=0.22, sea=True, snowline_summer_m=1350.0, snowline_winter_m=180.0,
         treeline_m=620.0, rockline_m=900.0, forest_threshold=-0.08, conifer_from_m=0.0,

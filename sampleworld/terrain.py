@@ -106,7 +106,8 @@ def sample_terrain(x_m: np.ndarray, y_m: np.ndarray, style: LandscapeStyle, key:
         shape = smooth
     rough_n = fbm(x, y, stable_key(key, "rough"), 1500.0, 3)
     rough = 30.0 * rough_n * slopes + 3.0 * (1.0 + rough_n) * (1.0 - slopes)
-    elevation = floor + style.relief_m * uplift * slopes * shape**1.25 + rough
+    relief = style.relief_m * uplift * slopes * shape**1.25
+    elevation = floor + style.relief_cap_m * np.tanh(relief / style.relief_cap_m) + rough
 
     valley_floor = 1.0 - smoothstep(0.0, 0.35, slopes)
     q = fbm(x, y, stable_key(key, "lakes"), 5000.0, 2)

@@ -1,0 +1,168 @@
+"""``copgen train-vae``: train the KL-VAE of one image modality on a preprocessed cube.
+
+Only wiring: samples from :class:`transforms.dataset.CubeDataset` (random horizontal flips), training
+from :class:`copgen_core.training.vae_trainer.VAETrainer` and :func:`copgen_core.training.loop.run_loop`.
+Writes ``<out>/<modality key>/`` in our checkpoint format (EMA weights, ready for ``copgen train
+--vae-dir <out>``), ``training.json`` (provenance, validation PSNR) and ``train_state.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelines.cmd_train import (
+    STATE_FILE,
+    BadInput,
+    check_run_dir,
+    common_options,
+    echo_checkpoint,
+    echo_metrics,
+    parse_storage_options,
+    provenance,
+    resolve_device,
+    resume_state,
+    seeded_init,
+)
+
+DEFAULT_LR = {"official": 5e-6, "tiny": 1e-4}
+"""Peak learning rate per preset: the official recipe's, and a faster one for the small CPU model."""
+SCALE_BATCHES = 8
+"""Training batches the latent scale factor is estimated from (``--scale-factor auto``)."""
+
+
+def _scale_choice(text: str) -> str | float:
+    if text in ("auto", "official"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"--scale-factor {text!r}: use 'auto', 'official' or a positive number") from None
+    if not value > 0:
+        raise BadInput(f"--scale-factor must be positive, got {value}")
+    return value
+
+
+@click.command("train-vae")
+@common_options
+@click.option("--modality", required=True, help="the image modality (key or alias, e.g. s2l2a_10m).")
+@click.option("--lr-decay", type=click.Choice(["constant", "poly"]), default="constant", show_default=True,
+              help="'poly' decays to --min-lr over the run with power 0.95 (official).")
+@click.option("--min-lr", type=float, default=1e-6, show_default=True, help="floor of the 'poly' decay.")
+@click.option("--kl-weight", type=float, default=1e-6, show_default=True, help="KL term weight.")
+@click.option("--no-learned-logvar", is_flag=True, help="plain L1+L2 instead of the learned-logvar NLL.")
+@click.option("--no-flip", is_flag=True, help="no random horizontal flips.")
+@click.option("--ema-decay", type=float, default=0.995, show_default=True, help="EMA decay per update.")
+@click.option("--ema-every", type=int, default=10, show_default=True, help="steps between EMA updates.")
+@click.option("--ema-start", type=int, default=1000, show_default=True, help="EMA copies the model until this step.")
+@click.option("--scale-factor", "scale_factor", default="auto", show_default=True,
+              help="latent scale: 'auto' (1/std of sampled latents), 'official' (registry) or a number.")
+def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
+            lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
+            val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
+            workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
+            kl_weight: float, no_learned_logvar: bool, no_flip: bool, ema_decay: float, ema_every: int,
+            ema_start: int, scale_factor: str) -> None:
+    """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
+
+    \b
+    Example:
+      copgen train-vae --cube train.zarr --modality s2l2a_10m --preset tiny --steps 2000 \\
+          --batch-size 8 --out vaes --seed 0
+
+    Exit codes: 0 trained; 2 bad input (nothing trained).
+    """
+    from copgen_core.checkpoints import save_vae
+    from copgen_core.modalities import resolve
+    from copgen_core.presets import VAE_PRESETS, vae_preset
+    from copgen_core.training import distributed
+    from copgen_core.training.loop import run_loop
+    from copgen_core.training.vae_trainer import VAETrainConfig, VAETrainer
+    from copgen_core.vae import KLVAE
+    from transforms.cube_spec import CubeError
+    from transforms.dataset import CubeDataset, DatasetError, ResumableSampler, eval_batches, loader
+
+    try:
+        mod = resolve(modality)
+    except KeyError as exc:
+        raise BadInput(str(exc.args[0])) from exc
+    if not mod.is_image:
+        raise BadInput(f"{mod.key} is a scalar modality and has no VAE; pick an image modality")
+    if preset not in VAE_PRESETS:
+        raise BadInput(f"unknown VAE preset {preset!r}; use one of {sorted(VAE_PRESETS)}")
+    scale = _scale_choice(scale_factor)
+    so = parse_storage_options(storage_options)
+    dev = resolve_device(device)
+    distributed.init_from_env(dev)
+    run_dir = out / mod.key
+    state_path = run_dir / STATE_FILE
+    check_run_dir(state_path, resume)
+    try:
+        config = VAETrainConfig(
+            lr=DEFAULT_LR.get(preset, 5e-6) if lr is None else lr, warmup_steps=warmup_steps or 0,
+            lr_decay=lr_decay,  # type: ignore[arg-type]
+            decay_steps=steps if lr_decay == "poly" else None, min_lr=min_lr, kl_weight=kl_weight,
+            learned_logvar=not no_learned_logvar, ema_decay=ema_decay, ema_every=ema_every, ema_start=ema_start,
+            grad_accum=grad_accum, grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
+            seed=seed)
+        train_ds = CubeDataset(cube, [mod.key], storage_options=so, split="train", val_fraction=val_fraction,
+                               split_seed=split_seed, flip=not no_flip, seed=seed)
+        val_ds = (CubeDataset(cube, [mod.key], storage_options=so, split="val", val_fraction=val_fraction,
+                              split_seed=split_seed) if val_fraction > 0 else None)
+    except (CubeError, DatasetError, ValueError) as exc:
+        raise BadInput(str(exc)) from exc
+    if train_ds.skipped:
+        click.echo(f"skipped samples: {train_ds.skipped}")
+    click.echo(f"training {preset} VAE of {mod.key} on {len(train_ds)} samples "
+               f"({len(val_ds) if val_ds else 0} held out) on {dev}")
+    arch = vae_preset(preset, mod.key)
+    vae = seeded_init(seed, lambda: KLVAE(arch, scale_factor=mod.scale_factor))
+    trainer = VAETrainer(vae, config, device=dev)
+    identity = {**train_ds.fingerprint(), "batch_size": batch_size, "world_size": distributed.world_size(),
+                "preset": preset, "architecture": arch.to_dict()}
+    if resume:
+        resume_state(state_path, trainer, identity)
+        click.echo(f"resuming at step {trainer.step}")
+
+    def batches_from(position: int) -> Iterator[Any]:
+        sampler = ResumableSampler(len(train_ds), batch_size, seed=seed, start=position)
+        return (batch[mod.key] for batch in loader(train_ds, sampler, workers=workers))
+
+    try:
+        run_loop(trainer, batches_from, steps=steps, grad_accum=grad_accum, state_path=state_path,
+                 checkpoint_every=checkpoint_every, log_every=log_every, extra_state=identity,
+                 on_log=echo_metrics(f"vae {mod.key}"), on_checkpoint=echo_checkpoint)
+    except (DatasetError, FloatingPointError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    evaluation = None
+    if val_ds is not None:
+        evaluation = trainer.evaluate(b[mod.key] for b in eval_batches(val_ds, batch_size, max_batches=val_batches,
+                                                                        workers=workers))
+    if scale == "auto":
+        unflipped = CubeDataset(cube, [mod.key], storage_options=so, split="train", val_fraction=val_fraction,
+                                split_seed=split_seed)
+        scale = trainer.latent_scale(b[mod.key] for b in eval_batches(unflipped, batch_size,
+                                                                       max_batches=SCALE_BATCHES, workers=workers))
+    elif scale == "official":
+        scale = mod.scale_factor
+    if distributed.is_main():
+        ema = trainer.ema.model
+        ema.scale_factor = float(scale)
+        save_vae(ema, run_dir, mod.key, overwrite=True)
+        info = provenance("vae", seed=seed, steps=trainer.step, config=config.to_dict(),
+                          data={**identity, "cube": cube}, history=trainer.history, evaluation=evaluation,
+                          extra={"modality": mod.key, "scale_factor": float(scale)})
+        (run_dir / "training.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        if evaluation is not None:
+            click.echo(f"validation PSNR (EMA, posterior mean) {evaluation['psnr']:.2f} dB over "
+                       f"{int(evaluation['samples'])} samples")
+        click.echo(f"wrote VAE {run_dir} (scale factor {float(scale):.6g})")
+    distributed.barrier()
+
+
+if __name__ == "__main__":
+    command()
