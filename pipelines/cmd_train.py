@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -47,7 +48,7 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"--storage-options is not valid JSON ({exc}); pass an object such as '{{\"token\": \"anon\"}}'")
+        raise BadInput(f"--storage-options is not valid JSON ({exc}); pass an object such as '{{\"token\": \"anon\"}}'") from exc
     if not isinstance(value, dict):
         raise BadInput(f"--storage-options must be a JSON object, got {type(value).__name__}")
     return value
@@ -142,11 +143,26 @@ def provenance(kind: str, *, seed: int, steps: int, config: Mapping[str, Any], d
     except Exception:  # not installed as a distribution (a source checkout)
         software = "copgen (source checkout)"
     return {
-        "kind": kind, "command": " ".join(["copgen", *sys.argv[1:]]) if sys.argv else "", "seed": seed,
+        "kind": kind, "command": _command_line(), "arguments": _arguments(), "seed": seed,
         "steps": steps, "config": dict(config), "data": dict(data), "losses": history,
         "evaluation": dict(evaluation) if evaluation is not None else None, "world_size": distributed.world_size(),
         "software": software, "torch": torch.__version__, "python": platform.python_version(), **dict(extra or {}),
     }
+
+
+def _command_line() -> str:
+    ctx = click.get_current_context(silent=True)
+    name = ctx.command.name if ctx is not None and ctx.command.name else ""
+    args = sys.argv[1:]
+    if args and args[0] == name:
+        args = args[1:]
+    return shlex.join(["copgen", name, *args])
+
+
+def _arguments() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    params = dict(ctx.params) if ctx is not None else {}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
 
 
 def echo_metrics(prefix: str) -> Callable[[dict[str, float]], None]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from sampleworld.config import LandscapeStyle
 from sampleworld.keys import stable_key
-from sampleworld.noise import _lattice, fbm, smoothstep
+from sampleworld.noise import fbm, lattice_values, smoothstep
 from sampleworld.terrain import TerrainSample, sample_terrain
 
 WATER, TREES, FLOODED, CROPS, BUILT, BARE, SNOW, CLOUDS, RANGELAND = 1, 2, 4, 5, 7, 8, 9, 10, 11
@@ -117,7 +117,7 @@ def town_sites(
     ii2, jj2 = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1))
     ii, jj = ii2.ravel(), jj2.ravel()
     k = stable_key(key, "towns")
-    u = [(_lattice(ii, jj, np.uint64(stable_key(k, n))) + 1.0) / 2.0 for n in range(4)]
+    u = [(lattice_values(ii, jj, np.uint64(stable_key(k, n))) + 1.0) / 2.0 for n in range(4)]
     cx = (ii + 0.15 + 0.7 * u[0]) * s
     cy = (jj + 0.15 + 0.7 * u[1]) * s
     exists = u[2] < style.town_probability
@@ -146,13 +146,13 @@ def _parcels(x: np.ndarray, y: np.ndarray, style: LandscapeStyle, key: int
     w = -x * np.sin(a) + y * np.cos(a)
     row = np.floor(w / _ROW_H_M).astype(np.int64)
     k = stable_key(key, "parcels")
-    row_len = 140.0 + 120.0 * (_lattice(row, row * 0, np.uint64(stable_key(k, "len"))) + 1.0)
-    row_off = 500.0 * (_lattice(row, row * 0, np.uint64(stable_key(k, "off"))) + 1.0)
+    row_len = 140.0 + 120.0 * (lattice_values(row, row * 0, np.uint64(stable_key(k, "len"))) + 1.0)
+    row_off = 500.0 * (lattice_values(row, row * 0, np.uint64(stable_key(k, "off"))) + 1.0)
     uu = (u + row_off) / row_len
     col = np.floor(uu).astype(np.int64)
-    decide = (_lattice(row, col, np.uint64(stable_key(k, "use"))) + 1.0) / 2.0
-    crop = (_lattice(row, col, np.uint64(stable_key(k, "crop"))) + 1.0) / 2.0
-    phase = 9.0 * _lattice(row, col, np.uint64(stable_key(k, "phase")))
+    decide = (lattice_values(row, col, np.uint64(stable_key(k, "use"))) + 1.0) / 2.0
+    crop = (lattice_values(row, col, np.uint64(stable_key(k, "crop"))) + 1.0) / 2.0
+    phase = 9.0 * lattice_values(row, col, np.uint64(stable_key(k, "phase")))
     hedge = ((w / _ROW_H_M - row) * _ROW_H_M < _HEDGE_M) | ((uu - col) * row_len < _HEDGE_M)
     return decide, crop, phase, hedge
 

@@ -20,7 +20,7 @@ _S33 = np.uint64(33)
 _S11 = np.uint64(11)
 
 
-def _lattice(ix: np.ndarray, iy: np.ndarray, key: np.uint64) -> np.ndarray:
+def lattice_values(ix: np.ndarray, iy: np.ndarray, key: np.uint64) -> np.ndarray:
     """Pseudo-random values in [-1, 1) at integer lattice points (float64, shape of ``ix``)."""
     h = (ix.astype(np.uint64) * _M1) ^ (iy.astype(np.uint64) * _M2) ^ key
     h ^= h >> _S33
@@ -55,10 +55,10 @@ def value_noise(x: np.ndarray, y: np.ndarray, key: int) -> np.ndarray:
     iy = y0.astype(np.int64)
     u = fx * fx * fx * (fx * (fx * 6.0 - 15.0) + 10.0)
     v = fy * fy * fy * (fy * (fy * 6.0 - 15.0) + 10.0)
-    a = _lattice(ix, iy, k)
-    b = _lattice(ix + 1, iy, k)
-    c = _lattice(ix, iy + 1, k)
-    d = _lattice(ix + 1, iy + 1, k)
+    a = lattice_values(ix, iy, k)
+    b = lattice_values(ix + 1, iy, k)
+    c = lattice_values(ix, iy + 1, k)
+    d = lattice_values(ix + 1, iy + 1, k)
     top = a + (b - a) * u
     bottom = c + (d - c) * u
     return top + (bottom - top) * v

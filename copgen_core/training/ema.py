@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
 
-class EMA:
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class EMA(Generic[ModelT]):
     """A frozen copy of a model whose weights follow the model's as a moving average.
 
     Parameters
@@ -36,7 +39,7 @@ class EMA:
         If ``decay`` is outside [0, 1), ``every < 1`` or ``start_step < 0``.
     """
 
-    def __init__(self, model: nn.Module, decay: float, *, every: int = 1, start_step: int = 0) -> None:
+    def __init__(self, model: ModelT, decay: float, *, every: int = 1, start_step: int = 0) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}; e.g. 0.9999 for the backbone")
         if every < 1 or start_step < 0:
@@ -44,7 +47,8 @@ class EMA:
         self.decay = float(decay)
         self.every = int(every)
         self.start_step = int(start_step)
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model: ModelT = copy.deepcopy(model)
+        self.model.eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
