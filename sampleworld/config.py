@@ -15,11 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1: scene origins on the 1920 m window lattice
 """Bumped whenever the generator's output changes for the same config and seed."""
 
 GRID_NEST_M = 60
 """Every scene origin is a multiple of this many metres, so the 10/20/60 m grids nest exactly."""
+WINDOW_LATTICE_M = 1920
+"""Scene origins sit on copgen's window lattice (``transforms.windows``: x0 = col * 1920 m, y_top = row * 1920 m)."""
 
 S2_OFFSET_BASELINE = "04.00"
 """Processing baselines at or above this add a +1000 DN offset to every valid S2 pixel."""

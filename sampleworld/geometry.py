@@ -17,7 +17,7 @@ from affine import Affine
 from pyproj import Transformer
 
 from copgen_core import grid
-from sampleworld.config import GRID_NEST_M, RegionConfig, SceneConfig
+from sampleworld.config import GRID_NEST_M, WINDOW_LATTICE_M, RegionConfig, SceneConfig
 
 EARTH_RADIUS_M = 6371008.8
 """Mean Earth radius used by the regions' local frames, in metres."""
@@ -147,11 +147,15 @@ class SceneGrid:
 
 
 def _snap(value: float) -> float:
-    return float(round(value / GRID_NEST_M) * GRID_NEST_M)
+    """Snap to copgen's window lattice (multiples of 1920 m, itself a multiple of 60 m): every scene is then
+    tiled exactly by whole generation windows, so no window is part scene, part nothing."""
+    step = WINDOW_LATTICE_M
+    assert step % GRID_NEST_M == 0
+    return float(round(value / step) * step)
 
 
 def scene_grid(scene: SceneConfig) -> SceneGrid:
-    """Place a configured scene on its UTM grid (origin snapped to 60 m).
+    """Place a configured scene on its UTM grid (origin snapped to the 1920 m window lattice).
 
     A ``cell`` scene is centred on its Major TOM cell's centre and named after the cell; the ``main``
     scene is centred on its configured point. The EPSG is that of the cell holding the centre.

@@ -166,7 +166,7 @@ def test_latent_cache_of_another_cube_is_refused(tiny_cube: str, tmp_path: Path,
                           tmp_path / "l.safetensors")
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata())
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     save_file(tensors, str(tmp_path / "foreign.safetensors"), metadata={**meta, "cube_spec_hash": "0" * 64})
     with pytest.raises(DatasetError, match="another cube"):
         CubeDataset(tiny_cube, [S2_60], latent_cache=tmp_path / "foreign.safetensors")
