@@ -176,7 +176,7 @@ def renoise(x: Tensor, t_from: Tensor | float, t_to: Tensor | float, noise: Tens
         raise ValueError(f"renoise goes to a noisier time: need t_to >= t_from, got {t_from} -> {t_to}")
     if noise.shape != x.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the state {tuple(x.shape)}")
-    r = (a_to / a_from).to(x.dtype)
+    r = (a_to / a_from).to(device=x.device, dtype=x.dtype)
     return r * x + torch.sqrt(1.0 - r * r) * noise.to(x.dtype)
 
 
@@ -607,8 +607,8 @@ def inpaint(
                 spacing=spacing, schedule=model.schedule, resample=resample, jump_steps=jump_steps, seed=seed,
                 keys=part_keys, members=part_members,
             )
-            for key, value in denoiser.unpack(x).items():
-                results[key].append(value.clone())
+            for key, latent in denoiser.unpack(x).items():
+                results[key].append(latent.clone())
         latents = {key: torch.cat(parts) for key, parts in results.items()}
 
         outputs: dict[str, np.ndarray] = {}

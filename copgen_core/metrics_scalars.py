@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 EARTH_RADIUS_KM = 6371.0
 """Mean Earth radius of the official evaluation, km."""
@@ -51,7 +52,7 @@ def _is_leap(year: np.ndarray) -> np.ndarray:
     return (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
 
 
-def days_since_epoch(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+def days_since_epoch(year: ArrayLike, month: ArrayLike, day: ArrayLike) -> np.ndarray:
     """Days from 1970-01-01 of proleptic Gregorian dates (vectorised; int64).
 
     Raises

@@ -106,6 +106,10 @@ class BandAsset:
     value_map:
         ``physical = DN * scale + offset``: reflectance for S2 bands, backscatter for S1, metres for DEM,
         class codes (identity) for SCL, LULC and the cloud mask.
+    code_map:
+        Land cover only: (stored code, Esri/IO code) pairs when the asset codes its classes otherwise
+        (declared by ``classification:classes`` or ``file:values`` class names); None when it uses the
+        Esri codes already.
     """
 
     band: str
@@ -116,6 +120,7 @@ class BandAsset:
     nodata: float | None
     dtype: str | None
     value_map: ValueMap
+    code_map: tuple[tuple[int, int], ...] | None = None
 
     @property
     def gsd_m(self) -> float | None:
@@ -382,6 +387,35 @@ def _pick(kind: ProductKind, band: str, candidates: list[tuple[int, float | None
     return min(candidates, key=order)[3]
 
 
+ESRI_LULC_CODES_BY_NAME: dict[str, int] = {
+    "water": 1, "trees": 2, "flooded vegetation": 4, "crops": 5, "built area": 7, "built": 7, "built-up areas": 7,
+    "bare ground": 8, "snow/ice": 9, "clouds": 10, "rangeland": 11, "no data": 0, "nodata": 0,
+}
+"""Esri/Impact Observatory class names (lower case, as catalogs spell them) -> Esri raster code."""
+
+
+def _lulc_code_map(item_id: str, key: str, asset: Mapping[str, Any]) -> tuple[tuple[int, int], ...] | None:
+    """(stored, Esri) pairs from the asset's declared classes, or None if it already stores Esri codes."""
+    declared: list[tuple[int, str]] = []
+    for c in asset.get("classification:classes") or []:
+        declared.append((int(c["value"]), str(c.get("description") or c.get("name") or "")))
+    if not declared:
+        for v in asset.get("file:values") or []:
+            for value in v.get("values", []):
+                declared.append((int(value), str(v.get("summary", ""))))
+    if not declared:
+        return None
+    pairs = []
+    for value, name in declared:
+        # names outside the v02 legend (e.g. 'Grass', 'Scrub/shrub' of the 2020 v01 product) keep their code:
+        # the 2020 product shares Esri's numbering; strict normalisation then reports codes 3 and 6
+        code = ESRI_LULC_CODES_BY_NAME.get(name.strip().lower().replace("_", " "), value)
+        pairs.append((value, code))
+    if all(v == c for v, c in pairs):
+        return None
+    return tuple(sorted(pairs))
+
+
 def describe_item(item: Any, *, kind: ProductKind | None = None) -> CatalogItem:
     """Describe a STAC item of any supported catalog in copgen's one convention.
 
@@ -462,6 +496,7 @@ def describe_item(item: Any, *, kind: ProductKind | None = None) -> CatalogItem:
             nodata=None if nodata is None else float(nodata),
             dtype=str(fields.get("data_type") or DEFAULT_DTYPES.get(band)),
             value_map=value_map,
+            code_map=_lulc_code_map(item_id, key, asset) if kind is ProductKind.LULC else None,
         ))
 
     if item_epsg is None and len(epsgs) == 1:

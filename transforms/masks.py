@@ -93,7 +93,7 @@ class MaskRules:
     scl_missing: frozenset[int] = SCL_MISSING
     cloud_missing: frozenset[int] = CLOUD_MASK_MISSING
     saturation_dn: float = SATURATION_DN
-    band_saturation_dn: tuple[tuple[str, float], ...] = ()
+    band_saturation_dn: tuple[tuple[str, float], ...] | Mapping[str, float] = ()
     zero_is_nodata: bool = True
     aggregate: Aggregate = "any"
     dilate_px: int = 0
@@ -207,10 +207,10 @@ def aggregate_mask(mask: np.ndarray, side: int, how: Aggregate = "any") -> np.nd
     f = n // side
     blocks = m.reshape(side, f, side, f)
     if how == "any":
-        return blocks.any(axis=(1, 3))
+        return np.asarray(blocks.any(axis=(1, 3)))
     if how == "all":
-        return blocks.all(axis=(1, 3))
-    return blocks.mean(axis=(1, 3)) >= float(how) - 1e-12
+        return np.asarray(blocks.all(axis=(1, 3)))
+    return np.asarray(blocks.mean(axis=(1, 3)) >= float(how) - 1e-12)
 
 
 def to_grid(mask: np.ndarray, side: int, how: Aggregate = "any") -> np.ndarray:

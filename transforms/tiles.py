@@ -44,6 +44,7 @@ class BandSource:
     offset: float = 0.0
     resampling: Resampling = Resampling.NEAREST
     db_to_linear: bool = False
+    code_map: tuple[tuple[int, int], ...] | None = None
     acquired: str = ""  # ISO datetime of the acquisition, for provenance
 
 
@@ -106,18 +107,23 @@ class Tile:
         return float(self.valid[key].mean()) >= min_valid
 
 
-def _resampling(modality: Modality, source_gsd: float | None) -> Resampling:
+def _resampling(modality: Modality, source_gsd: float | None, same_crs: bool) -> Resampling:
+    """Per-band resampling: average when coarsening, nearest for classes and for same-CRS same-GSD grids
+    (a sub-pixel shift must not blend real values), bilinear for reprojected continuous data (DEM)."""
     target = modality.gsd_m or 0.0
     coarsening = source_gsd is not None and source_gsd < target - 1e-9
     if modality.kind in CATEGORICAL:
         return Resampling.MODE if coarsening else Resampling.NEAREST
     if coarsening:
         return Resampling.AVERAGE
+    if same_crs and source_gsd is not None and abs(source_gsd - target) < 1e-9:
+        return Resampling.NEAREST
     return Resampling.BILINEAR
 
 
-def band_sources(item: CatalogItem, modality: Modality) -> tuple[tuple[BandSource, ...], ...] | None:
-    """Per-channel sources of ``modality`` in ``item``, or None when the item lacks a needed band."""
+def band_sources(item: CatalogItem, modality: Modality, target_epsg: int) -> tuple[tuple[BandSource, ...], ...] | None:
+    """Per-channel sources of ``modality`` in ``item`` for a window in ``target_epsg``, or None when the
+    item lacks a needed band."""
     names = BAND_OF_KIND.get(modality.kind, modality.channels)
     out: list[tuple[BandSource, ...]] = []
     for name in names:
@@ -130,8 +136,9 @@ def band_sources(item: CatalogItem, modality: Modality) -> tuple[tuple[BandSourc
             scale, offset = scale * 10000.0, offset * 10000.0  # reflectance -> harmonised DN
         out.append((BandSource(
             item_id=item.id, href=asset.href, nodata=asset.nodata, scale=scale, offset=offset,
-            resampling=_resampling(modality, asset.gsd_m),
+            resampling=_resampling(modality, asset.gsd_m, item.epsg == target_epsg),
             db_to_linear=modality.kind is Kind.S1 and item.s1_units is S1Units.DB,
+            code_map=asset.code_map,
             acquired=item.datetime.isoformat(),
         ),))
     return tuple(out)
@@ -156,7 +163,7 @@ def plan_units(windows: Sequence[Window], times: Sequence[datetime], items: Sequ
                     mod.collection, static=mod.kind in (Kind.DEM, Kind.LULC))
                 per_channel: list[list[BandSource]] | None = None
                 for item in select_items(win, items, when, rule):
-                    srcs = band_sources(item, mod)
+                    srcs = band_sources(item, mod, win.epsg)
                     if srcs is None:
                         continue
                     if per_channel is None:
@@ -167,6 +174,14 @@ def plan_units(windows: Sequence[Window], times: Sequence[datetime], items: Sequ
                     sources.append((key, tuple(tuple(c) for c in per_channel)))
             units.append(WorkUnit(win, ti, when, tuple(sources)))
     return units
+
+
+def _recode(values: np.ndarray, code_map: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Map stored class codes to Esri codes; codes the map does not name become NaN (no data)."""
+    out = np.full(values.shape, np.nan, dtype=np.float32)
+    for stored, esri in code_map:
+        out[values == stored] = esri
+    return out
 
 
 def read_tile(unit: WorkUnit, modalities: Sequence[str]) -> Tile:
@@ -211,6 +226,8 @@ def read_tile(unit: WorkUnit, modalities: Sequence[str]) -> Tile:
                 values = band.values
                 if src.db_to_linear:
                     values = np.power(10.0, values / 10.0, dtype=np.float32)
+                if src.code_map:
+                    values = _recode(values, src.code_map)
                 data[c][take] = values[take]
                 filled |= take
                 if src.item_id not in used:

@@ -25,7 +25,7 @@ from copgen_core.inpaint import (
     renoise,
 )
 from copgen_core.schedule import copgen_schedule
-from copgen_core.seeding import sample_noise
+from copgen_core.seeding import SampleKey, sample_noise
 
 MODALITIES = ("3d_cartesian_lat_lon", "DEM_DEM", "S2L2A_B01_B09", "mean_timestamps")
 S2 = "S2L2A_B01_B09"
@@ -185,7 +185,7 @@ def test_known_latents_are_imposed_and_the_gaps_generated(model: CopgenModel) ->
 
 def test_results_do_not_depend_on_the_batch(model: CopgenModel) -> None:
     values, missing, latlon = _observation(3)
-    keys = ["tile-a", ("32632", 4, 7), 11]
+    keys: list[SampleKey] = ["tile-a", ("32632", 4, 7), 11]
     opts: dict[str, object] = {"members": 2, "steps": STEPS, "seed": 9, "decode": False, "return_latents": True,
                                "resample": 2, "jump_steps": 2}
     whole = inpaint(model, {LATLON: latlon}, {S2: values}, {S2: missing}, [DEM], keys=keys, batch_size=3,

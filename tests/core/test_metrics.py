@@ -343,7 +343,8 @@ def _seam_brute(img: np.ndarray, pitch: tuple[int, int], offset: tuple[int, int]
     h, w = img.shape
     wid_r = np.floor_divide(np.arange(h) - offset[0], pitch[0])
     wid_c = np.floor_divide(np.arange(w) - offset[1], pitch[1])
-    across, inside = [], []
+    across: list[float] = []
+    inside: list[float] = []
     for i in range(h):
         for j in range(w):
             for di, dj in ((1, 0), (0, 1)):
