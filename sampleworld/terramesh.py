@@ -223,5 +223,10 @@ def _item(loc: TerraMeshLocation, mod: str, coll: str, iid: str, epsg: int, tran
         props.update({"datetime": None, "start_datetime": "2021-01-01T00:00:00Z",
                       "end_datetime": "2022-01-01T00:00:00Z", "copgen:lulc_codes": "terramesh-1..9",
                       "copgen:quirks": ["classes renumbered 1..9 (see file:values)"]})
+    if mod in ("S2L2A", "S2L1C"):
+        # baseline unknown: declare the DN -> reflectance map explicitly (Earth Search style), offset 0
+        for asset in assets.values():
+            if "eo:bands" in asset:
+                asset["raster:bands"][0].update({"scale": 0.0001, "offset": 0.0})
     return item_dict(item_id=iid, collection=coll, collection_href=collection_href(out_dir, coll),
                      geometry=geometry, bbox=bbox, properties=props, assets=assets)

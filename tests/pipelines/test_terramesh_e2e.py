@@ -44,7 +44,8 @@ def _source_pixels(path: Path, band: int, xs: np.ndarray, ys: np.ndarray) -> tup
     with rasterio.open(path) as src:
         data = src.read(band).astype(np.float64)
         rows, cols = rasterio.transform.rowcol(src.transform, xs.ravel(), ys.ravel(), op=np.floor)
-    rows, cols = np.asarray(rows).reshape(xs.shape), np.asarray(cols).reshape(xs.shape)
+    rows = np.asarray(rows, dtype=np.int64).reshape(xs.shape)
+    cols = np.asarray(cols, dtype=np.int64).reshape(xs.shape)
     inside = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
     values = np.full(xs.shape, np.nan)
     values[inside] = data[rows[inside], cols[inside]]

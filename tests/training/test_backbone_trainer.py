@@ -118,18 +118,19 @@ def test_resume_in_a_fresh_trainer_is_bitwise_identical(tiny_cube: str, tmp_path
         return loader(ds, ResumableSampler(len(ds), 2, seed=1, start=position))
 
     whole = _trainer(config)
-    run_loop(whole, batches_from, steps=4, grad_accum=1, state_path=tmp_path / "a.pt", checkpoint_every=4)
+    run_loop(whole, batches_from, steps=4, grad_accum=1, state_path=tmp_path / "a.pt", checkpoint_every=4,
+             log_every=1)
     part = _trainer(config)
-    run_loop(part, batches_from, steps=2, grad_accum=1, state_path=tmp_path / "b.pt", checkpoint_every=2)
+    run_loop(part, batches_from, steps=2, grad_accum=1, state_path=tmp_path / "b.pt", checkpoint_every=2,
+             log_every=1)
     fresh = _trainer(config)
     fresh.load_state_dict(load_state(tmp_path / "b.pt"))
-    run_loop(fresh, batches_from, steps=4, grad_accum=1, state_path=tmp_path / "b.pt", checkpoint_every=2)
+    run_loop(fresh, batches_from, steps=4, grad_accum=1, state_path=tmp_path / "b.pt", checkpoint_every=2,
+             log_every=1)
     a, b = load_state(tmp_path / "a.pt"), load_state(tmp_path / "b.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
         assert torch.equal(a["ema"]["model"][k], b["ema"]["model"][k]), k
     assert a["history"] == b["history"]
-    val = CubeDataset(tiny_cube, KEYS, split="val", val_fraction=0.3)
-    batches = list(loader(val, ResumableSampler(len(val), 2, shuffle=False)) for _ in range(1))
-    first = next(batches[0])
+    first = next(batches_from(0))
     assert whole.evaluate([first]) == fresh.evaluate([first])  # fixed evaluation noise
