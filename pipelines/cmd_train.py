@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import platform
 import shlex
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -151,12 +150,18 @@ def provenance(kind: str, *, seed: int, steps: int, config: Mapping[str, Any], d
 
 
 def _command_line() -> str:
+    """The run's command, rebuilt from its parsed options (defaults left out): reproducible anywhere."""
     ctx = click.get_current_context(silent=True)
-    name = ctx.command.name if ctx is not None and ctx.command.name else ""
-    args = sys.argv[1:]
-    if args and args[0] == name:
-        args = args[1:]
-    return shlex.join(["copgen", name, *args])
+    if ctx is None:
+        return ""
+    parts = ["copgen", ctx.command.name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or value is None or value == param.default:
+            continue
+        flag = max(param.opts, key=len)
+        parts.extend([flag] if param.is_flag else [flag, str(value)])
+    return shlex.join(parts)
 
 
 def _arguments() -> dict[str, Any]:
@@ -171,6 +176,14 @@ def echo_metrics(prefix: str) -> Callable[[dict[str, float]], None]:
         parts = [f"{k} {v:.5g}" for k, v in metrics.items() if k != "step" and "/" not in k]
         click.echo(f"{prefix} step {int(metrics['step'])}: " + ", ".join(parts))
     return log
+
+
+def say(message: str) -> None:
+    """Print a line on rank 0 only."""
+    from copgen_core.training import distributed
+
+    if distributed.is_main():
+        click.echo(message)
 
 
 def echo_checkpoint(step: int, path: Path) -> None:
@@ -299,7 +312,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         arch = backbone_preset(preset, keys)
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
-                click.echo(f"encoding VAE latents of every sample into {latent_cache}")
+                say(f"encoding VAE latents of every sample into {latent_cache}")
                 everything = CubeDataset(cube, keys, storage_options=so, split="all")
                 encode_latents(everything, vaes, latent_cache, batch_size=batch_size, device=dev, workers=workers)
             distributed.barrier()
@@ -311,8 +324,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     except (CubeError, DatasetError, KeyError, ValueError) as exc:
         raise BadInput(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from exc
     if train_ds.skipped:
-        click.echo(f"skipped samples: {train_ds.skipped}")
-    click.echo(f"training {preset} backbone over {keys} on {len(train_ds)} samples "
+        say(f"skipped samples: {train_ds.skipped}")
+    say(f"training {preset} backbone over {keys} on {len(train_ds)} samples "
                f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     backbone = seeded_init(seed, lambda: CopgenBackbone(arch))
     trainer = BackboneTrainer(backbone, vaes, config, device=dev)
@@ -320,7 +333,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
                 "preset": preset, "architecture": arch.to_dict()}
     if resume:
         resume_state(state_path, trainer, identity)
-        click.echo(f"resuming at step {trainer.step}")
+        say(f"resuming at step {trainer.step}")
 
     def batches_from(position: int) -> Iterator[Any]:
         sampler = ResumableSampler(len(train_ds), batch_size, seed=seed, start=position)

@@ -26,6 +26,7 @@ from pipelines.cmd_train import (
     provenance,
     resolve_device,
     resume_state,
+    say,
     seeded_init,
 )
 
@@ -116,8 +117,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     except (CubeError, DatasetError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
     if train_ds.skipped:
-        click.echo(f"skipped samples: {train_ds.skipped}")
-    click.echo(f"training {preset} VAE of {mod.key} on {len(train_ds)} samples "
+        say(f"skipped samples: {train_ds.skipped}")
+    say(f"training {preset} VAE of {mod.key} on {len(train_ds)} samples "
                f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     arch = vae_preset(preset, mod.key)
     vae = seeded_init(seed, lambda: KLVAE(arch, scale_factor=mod.scale_factor))
@@ -126,7 +127,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
                 "preset": preset, "architecture": arch.to_dict()}
     if resume:
         resume_state(state_path, trainer, identity)
-        click.echo(f"resuming at step {trainer.step}")
+        say(f"resuming at step {trainer.step}")
 
     def batches_from(position: int) -> Iterator[Any]:
         sampler = ResumableSampler(len(train_ds), batch_size, seed=seed, start=position)

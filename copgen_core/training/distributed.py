@@ -82,7 +82,7 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     """Average scalar metrics over ranks (identity without a process group)."""
     if not is_distributed() or not values:
         return values
-    keys = sorted(values)
+    keys = list(values)  # every rank builds its metrics in the same order
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     t /= world_size()

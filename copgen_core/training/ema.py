@@ -15,7 +15,6 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 

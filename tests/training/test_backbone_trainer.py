@@ -13,8 +13,8 @@ from copgen_core.modalities import resolve
 from copgen_core.presets import backbone_preset, vae_preset
 from copgen_core.schedule import copgen_schedule
 from copgen_core.training.backbone_trainer import BackboneTrainConfig, BackboneTrainer, sample_posterior
-from copgen_core.training.losses import diffusion_loss
 from copgen_core.training.loop import run_loop
+from copgen_core.training.losses import diffusion_loss
 from copgen_core.training.state import load_state
 from copgen_core.vae import KLVAE
 from tests.training.conftest import DATE, DEM, LATLON, S2_60

@@ -1,0 +1,160 @@
+"""``copgen train-vae`` and ``copgen train`` end to end on the tiny cube, incl. resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from copgen_core.bundle import load_model
+from copgen_core.checkpoints import load_vae
+from copgen_core.training.state import load_state
+from pipelines.cmd_train import command as train
+from pipelines.cmd_train_vae import command as train_vae
+from tests.paths import REPO
+from tests.training.conftest import DEM, S2_60
+
+STEPS = 5
+
+
+def invoke(cmd: object, args: list[str]) -> Result:
+    return CliRunner().invoke(cmd, args, catch_exceptions=False)  # type: ignore[arg-type]
+
+
+def backbone_args(cube: str, vaes: Path, out: Path, steps: int = STEPS) -> list[str]:
+    return ["--cube", cube, "--vae-dir", str(vaes), "--steps", str(steps), "--batch-size", "2", "--out", str(out),
+            "--seed", "3", "--warmup-steps", "2", "--ema-rate", "0.9", "--checkpoint-every", "1", "--log-every", "2",
+            "--val-fraction", "0.3", "--val-batches", "1", "--modality-dropout", "0.1", "--condition-dropout", "0.1"]
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tiny_cube: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vaes")
+    for modality in ("s2l2a_60m", "dem"):
+        result = invoke(train_vae, ["--cube", tiny_cube, "--modality", modality, "--steps", "2", "--batch-size", "2",
+                                    "--out", str(out), "--val-fraction", "0.3", "--val-batches", "1",
+                                    "--checkpoint-every", "2"])
+        assert result.exit_code == 0, result.output
+        assert "validation PSNR" in result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_cube: str, vae_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    result = invoke(train, backbone_args(tiny_cube, vae_dir, out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_vae_writes_a_loadable_vae_with_provenance(vae_dir: Path) -> None:
+    info = json.loads((vae_dir / S2_60 / "training.json").read_text())
+    assert info["kind"] == "vae" and info["steps"] == 2 and info["config"]["kl_weight"] == 1e-6
+    assert info["evaluation"]["psnr"] > 0 and info["data"]["split"] == "train"
+    assert info["command"].startswith("copgen train-vae --cube")
+    vae = load_vae(vae_dir / S2_60, S2_60)
+    assert vae.scale_factor == pytest.approx(info["scale_factor"])
+    assert load_state(vae_dir / S2_60 / "train_state.pt")["opt"]["step"] == 2
+
+
+def test_train_vae_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    base = ["--cube", tiny_cube, "--steps", "1", "--out"]
+    assert invoke(train_vae, [*base, str(tmp_path), "--modality", "latlon"]).exit_code == 2
+    assert invoke(train_vae, [*base, str(tmp_path), "--modality", "dem", "--resume"]).exit_code == 2
+    again = invoke(train_vae, [*base, str(vae_dir), "--modality", "dem"])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_train_writes_a_bundle_that_generates(reference_run: Path, tiny_cube: str) -> None:
+    info = json.loads((reference_run / "bundle.json").read_text())
+    assert info["kind"] == "backbone" and info["steps"] == STEPS and info["seed"] == 3
+    assert info["modalities"] == ["3d_cartesian_lat_lon", DEM, S2_60, "mean_timestamps"]
+    assert info["config"]["modality_dropout"] == 0.1 and info["config"]["betas"] == [0.99, 0.99]
+    assert len(info["data"]["cube_spec_hash"]) == 64 and info["data"]["skipped"] == {f"missing {DEM}": 1}
+    assert [h["step"] for h in info["losses"]] == [2, 4, 5] and info["evaluation"]["loss"] > 0
+    model = load_model(str(reference_run))
+    out = model.generate({"dem": np.full((1, 1, 64, 64), 300.0)}, ["s2l2a_60m"], steps=2)
+    assert out.outputs[S2_60].shape == (1, 1, 2, 32, 32)
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    assert (a / "backbone" / "model.safetensors").read_bytes() == (b / "backbone" / "model.safetensors").read_bytes()
+    sa, sb = load_state(a / "train_state.pt"), load_state(b / "train_state.pt")
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    assert sa["history"] == sb["history"]
+
+
+def test_resume_gives_the_weights_of_the_uninterrupted_run(reference_run: Path, tiny_cube: str,
+                                                           vae_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "split"
+    assert invoke(train, backbone_args(tiny_cube, vae_dir, out, steps=2)).exit_code == 0
+    result = invoke(train, [*backbone_args(tiny_cube, vae_dir, out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 2" in result.output
+    _same_weights(reference_run, out)
+
+
+def test_resume_after_sigkill_gives_the_weights_of_the_uninterrupted_run(reference_run: Path, tiny_cube: str,
+                                                                         vae_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cmd_train", *backbone_args(tiny_cube, vae_dir, out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("checkpoint step 1"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)
+    assert load_state(out / "train_state.pt")["opt"]["step"] < STEPS  # killed mid-run
+    assert not (out / "bundle.json").exists()
+    result = invoke(train, [*backbone_args(tiny_cube, vae_dir, out), "--resume"])
+    assert result.exit_code == 0, result.output
+    _same_weights(reference_run, out)
+
+
+def test_train_with_a_latent_cache(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "latents.safetensors"
+    args = [*backbone_args(tiny_cube, vae_dir, tmp_path / "cached", steps=2), "--latent-cache", str(cache)]
+    result = invoke(train, args)
+    assert result.exit_code == 0, result.output
+    assert cache.is_file() and "encoding VAE latents" in result.output
+    info = json.loads((tmp_path / "cached" / "bundle.json").read_text())
+    assert info["data"]["content"] == "moments" and info["latent_cache"] == str(cache)
+
+
+def test_train_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    args = backbone_args(tiny_cube, vae_dir, tmp_path / "x", steps=1)
+    both = invoke(train, [*args, "--bundle", str(vae_dir)])
+    assert both.exit_code == 2 and "exactly one" in both.output
+    assert invoke(train, [*args, "--modalities", "s1"]).exit_code == 2
+    assert invoke(train, [*args, "--modality-dropout", "0.8", "--condition-dropout", "0.5"]).exit_code == 2
+    assert invoke(train, [*args, "--preset", "enormous"]).exit_code == 2
+
+
+def test_two_ranks_under_torchrun_train_one_bundle(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "pipelines.cmd_train",
+                           *backbone_args(tiny_cube, vae_dir, out, steps=2)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("wrote bundle") == 1  # rank 0 alone writes
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["world_size"] == 2 and info["data"]["world_size"] == 2
+    load_model(str(out))
