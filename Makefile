@@ -24,7 +24,7 @@ check-reference: setup
 	$(PY) -m pipelines.cli check-reference ../shared/reference/copgen
 
 bench: setup
-	$(PY) bench/run.py --out docs/performance-latest.json
+	$(PY) bench/run.py --json out/bench.json
 
 bench-gpu: setup
 	$(PY) bench/gpu.py

@@ -22,6 +22,8 @@ from typing import Any
 import click
 
 STATE_FILE = "train_state.pt"
+POSITION_KEYS = ("micro_batches", "epoch", "epoch_offset")
+"""Keys of a state's ``data`` record that say where the stream is, not which stream it is."""
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 
 
@@ -79,9 +81,10 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
         click.option("--device", default="auto", show_default=True, help="'auto', 'cpu', 'cuda' or 'cuda:N'."),
     ]
+    f = storage_options_option(f)
     for opt in reversed(opts):
         f = opt(f)
-    return storage_options_option(f)
+    return f
 
 
 def resolve_device(name: str) -> Any:
@@ -105,13 +108,21 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def check_run_dir(state_path: Path, resume: bool) -> None:
-    """Refuse to overwrite a run without ``--resume`` and to resume a run that is not there."""
+def check_run_dir(state_path: Path, resume: bool, outputs: tuple[str, ...]) -> None:
+    """Refuse to overwrite a run (or a model) without ``--resume``, and to resume a run that is not there.
+
+    ``outputs`` are the files the run writes next to its state: a directory holding one of them but
+    no state is someone else's model, never overwritten.
+    """
     if resume and not state_path.is_file():
         raise BadInput(f"--resume: no training state at {state_path}; start the run without --resume")
     if not resume and state_path.exists():
         raise BadInput(f"{state_path.parent} already holds a training run; pass --resume to continue it, or choose "
                        "another --out")
+    taken = [name for name in outputs if (state_path.parent / name).exists()]
+    if not state_path.exists() and taken:
+        raise BadInput(f"{state_path.parent} already holds a model ({', '.join(taken)}) that is not a training run "
+                       "of this command; choose another --out")
 
 
 def resume_state(state_path: Path, trainer: Any, data_identity: Mapping[str, Any]) -> None:
@@ -120,7 +131,7 @@ def resume_state(state_path: Path, trainer: Any, data_identity: Mapping[str, Any
 
     try:
         state = load_state(state_path)
-        saved = {k: v for k, v in state.get("data", {}).items() if k != "micro_batches"}
+        saved = {k: v for k, v in state.get("data", {}).items() if k not in POSITION_KEYS}
         check_config(saved, dict(data_identity), what="data stream (cube, split, batch size, ranks)")
         trainer.load_state_dict(state)
     except (StateError, ValueError, KeyError) as exc:
@@ -297,7 +308,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     dev = resolve_device(device)
     distributed.init_from_env(dev)
     state_path = out / STATE_FILE
-    check_run_dir(state_path, resume)
+    check_run_dir(state_path, resume, ("bundle.json", "backbone"))
     try:
         spec = load_spec(cube, so)
         vaes = _load_vaes(vae_dir, bundle, list(spec.modalities))
@@ -326,7 +337,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     if train_ds.skipped:
         say(f"skipped samples: {train_ds.skipped}")
     say(f"training {preset} backbone over {keys} on {len(train_ds)} samples "
-               f"({len(val_ds) if val_ds else 0} held out) on {dev}")
+        f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     backbone = seeded_init(seed, lambda: CopgenBackbone(arch))
     trainer = BackboneTrainer(backbone, vaes, config, device=dev)
     identity = {**train_ds.fingerprint(), "batch_size": batch_size, "world_size": distributed.world_size(),
@@ -339,9 +350,11 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         sampler = ResumableSampler(len(train_ds), batch_size, seed=seed, start=position)
         return loader(train_ds, sampler, workers=workers)
 
+    stream = ResumableSampler(len(train_ds), batch_size, seed=seed)
     try:
         run_loop(trainer, batches_from, steps=steps, grad_accum=grad_accum, state_path=state_path,
                  checkpoint_every=checkpoint_every, log_every=log_every, extra_state=identity,
+                 describe_position=stream.position,
                  on_log=echo_metrics("train"), on_checkpoint=echo_checkpoint)
     except (DatasetError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc

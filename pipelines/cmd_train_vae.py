@@ -55,19 +55,22 @@ def _scale_choice(text: str) -> str | float:
               help="'poly' decays to --min-lr over the run with power 0.95 (official).")
 @click.option("--min-lr", type=float, default=1e-6, show_default=True, help="floor of the 'poly' decay.")
 @click.option("--kl-weight", type=float, default=1e-6, show_default=True, help="KL term weight.")
-@click.option("--no-learned-logvar", is_flag=True, help="plain L1+L2 instead of the learned-logvar NLL.")
+@click.option("--learned-logvar", is_flag=True,
+              help="train the NLL's log-variance (the official optimiser leaves it at 0: plain L1+L2).")
 @click.option("--no-flip", is_flag=True, help="no random horizontal flips.")
 @click.option("--ema-decay", type=float, default=0.995, show_default=True, help="EMA decay per update.")
 @click.option("--ema-every", type=int, default=10, show_default=True, help="steps between EMA updates.")
 @click.option("--ema-start", type=int, default=1000, show_default=True, help="EMA copies the model until this step.")
+@click.option("--ema-power", type=float, default=2 / 3, show_default=True,
+              help="EMA decay warm-up exponent (ema-pytorch); 0 uses --ema-decay from the start.")
 @click.option("--scale-factor", "scale_factor", default="auto", show_default=True,
               help="latent scale: 'auto' (1/std of sampled latents), 'official' (registry) or a number.")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
-            kl_weight: float, no_learned_logvar: bool, no_flip: bool, ema_decay: float, ema_every: int,
-            ema_start: int, scale_factor: str) -> None:
+            kl_weight: float, learned_logvar: bool, no_flip: bool, ema_decay: float, ema_every: int,
+            ema_start: int, ema_power: float, scale_factor: str) -> None:
     """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
 
     \b
@@ -101,13 +104,14 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     distributed.init_from_env(dev)
     run_dir = out / mod.key
     state_path = run_dir / STATE_FILE
-    check_run_dir(state_path, resume)
+    check_run_dir(state_path, resume, ("model.safetensors", "config.json"))
     try:
         config = VAETrainConfig(
             lr=DEFAULT_LR.get(preset, 5e-6) if lr is None else lr, warmup_steps=warmup_steps or 0,
             lr_decay=lr_decay,  # type: ignore[arg-type]
             decay_steps=steps if lr_decay == "poly" else None, min_lr=min_lr, kl_weight=kl_weight,
-            learned_logvar=not no_learned_logvar, ema_decay=ema_decay, ema_every=ema_every, ema_start=ema_start,
+            learned_logvar=learned_logvar, ema_decay=ema_decay, ema_every=ema_every, ema_start=ema_start,
+            ema_power=ema_power,
             grad_accum=grad_accum, grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
             seed=seed)
         train_ds = CubeDataset(cube, [mod.key], storage_options=so, split="train", val_fraction=val_fraction,
@@ -119,7 +123,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     if train_ds.skipped:
         say(f"skipped samples: {train_ds.skipped}")
     say(f"training {preset} VAE of {mod.key} on {len(train_ds)} samples "
-               f"({len(val_ds) if val_ds else 0} held out) on {dev}")
+        f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     arch = vae_preset(preset, mod.key)
     vae = seeded_init(seed, lambda: KLVAE(arch, scale_factor=mod.scale_factor))
     trainer = VAETrainer(vae, config, device=dev)
@@ -133,9 +137,11 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         sampler = ResumableSampler(len(train_ds), batch_size, seed=seed, start=position)
         return (batch[mod.key] for batch in loader(train_ds, sampler, workers=workers))
 
+    stream = ResumableSampler(len(train_ds), batch_size, seed=seed)
     try:
         run_loop(trainer, batches_from, steps=steps, grad_accum=grad_accum, state_path=state_path,
                  checkpoint_every=checkpoint_every, log_every=log_every, extra_state=identity,
+                 describe_position=stream.position,
                  on_log=echo_metrics(f"vae {mod.key}"), on_checkpoint=echo_checkpoint)
     except (DatasetError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc

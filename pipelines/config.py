@@ -163,3 +163,77 @@ def load_config(cls: type[BaseModel], path: Path | None, overrides: dict[str, An
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("invalid job config:\n" + "\n".join(lines)) from exc
+
+
+def _today_or_date(value: Any) -> Any:
+    """``"today"`` -> today's UTC date (for scheduled runs); anything else unchanged."""
+    if isinstance(value, str) and value.strip().lower() == "today":
+        return datetime.now(UTC).date()
+    return value
+
+
+class GapfillConfig(JobConfig):
+    """``copgen gapfill``: fill the clouds, shadows and no-data of every S2 L2A acquisition of a period.
+
+    One cube per acquisition under ``output`` (a folder), plus ``output/_runs/state.json``. ``end``
+    accepts ``today`` so that a scheduled job can keep one config; ``since: last`` processes only
+    acquisitions that are new or whose item changed since the last run.
+    """
+
+    output: str = Field("out/gapfill", description="output folder: one <item id>.zarr cube per acquisition")
+    conditions: list[str] = Field(
+        default_factory=lambda: ["S1RTC_vh_vv", "DEM_DEM", "LULC_LULC", "S2L1C_B01_B09_B10", "S2L1C_B02_B03_B04_B08",
+                                 "S2L1C_B05_B06_B07_B11_B12_B8A", "S2L1C_cloud_mask", "3d_cartesian_lat_lon",
+                                 "mean_timestamps"],
+        description="modalities that condition a window when available and complete (besides complete L2A groups)")
+    members: int = Field(4, ge=1, le=1024, description="ensemble members per window")
+    steps: int = Field(50, ge=1, le=1000, description="solver steps (NFE)")
+    seed: int = Field(0, ge=0, description="run seed; the noise of (window, acquisition, member) derives from it")
+    model: str = Field("bundled", description="'bundled', a bundle directory, a converted checkpoint or 'random:tiny'")
+    batch_size: int = Field(8, ge=1, le=4096, description="windows per batch and model call")
+    since: Literal["last"] | None = Field(None, description="'last': only acquisitions new or updated since the "
+                                                            "last run (read from <output>/_runs/state.json)")
+    dilate_px: int = Field(0, ge=0, le=64, description="grow the SCL cloud mask by this many 10 m pixels")
+    resample: int = Field(1, ge=1, le=20, description="RePaint resampling (1 = off; NFE grows with it)")
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _end_today(cls, v: Any) -> Any:
+        return _today_or_date(v)
+
+    @field_validator("conditions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        keys = _resolve_all(v)
+        l2a = [k for k in keys if k.startswith("S2L2A_")]
+        if l2a:
+            raise ValueError(f"{l2a} are the gap-filled modalities; leave them out of conditions (complete L2A "
+                             "groups condition the others automatically)")
+        return keys
+
+
+class SeamlessConfig(GenerateConfig):
+    """``copgen seamless``: large-area ensembles without seams, in four waves of overlapping windows.
+
+    ``mode: waves`` (default) inpaints each window around the pixels its earlier-wave neighbours already
+    wrote; ``mode: independent`` generates every window on its own and only feathers the overlaps (the
+    baseline). The overlap must leave a gap between windows of one wave: 0 < overlap_m < 960.
+    """
+
+    output: str = Field("out/seamless.zarr", description="canvas URL: a local path or gs://bucket/path.zarr")
+    overlap_m: float = Field(480.0, gt=0, lt=960, description="window overlap in metres (stride = 1920 - overlap)")
+    mode: Literal["waves", "independent"] = Field("waves", description="'waves' (seamless) or 'independent' "
+                                                                        "(baseline: feathered blending only)")
+    feather_m: float = Field(120.0, ge=0, le=480, description="width of the blend band inside the known pixels, m")
+    resample: int = Field(1, ge=1, le=20, description="RePaint resampling (1 = off)")
+
+    @field_validator("targets")
+    @classmethod
+    def _continuous(cls, v: list[str]) -> list[str]:
+        from copgen_core.modalities import BY_KEY, Kind
+
+        keys = _resolve_all(v)
+        bad = [k for k in keys if BY_KEY[k].kind not in (Kind.S2, Kind.S1, Kind.DEM)]
+        if bad:
+            raise ValueError(f"{bad} cannot be blended across windows; seamless targets must be S2, S1 or DEM images")
+        return keys

@@ -60,12 +60,12 @@ def run_dask(batches: Sequence[Sequence[WorkUnit]], fn: BatchFn, options: Engine
 
     cluster = None
     if options.scheduler:
-        client = Client(options.scheduler)
+        client = Client(options.scheduler, set_as_default=False)
     else:
         cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                resources={"GPU": 1} if options.gpu else None)
-        client = Client(cluster)
+        client = Client(cluster, set_as_default=False)
     try:
         link = client.dashboard_link
         print(f"dask: scheduler {client.scheduler.address}, dashboard {link}", file=sys.stderr)
@@ -74,7 +74,7 @@ def run_dask(batches: Sequence[Sequence[WorkUnit]], fn: BatchFn, options: Engine
         sizes = {f.key: len(b) for f, b in zip(futures, batches, strict=True)}
         outcomes: list[Outcome] = []
         with _progress(sum(sizes.values()), options.progress, "windows") as bar:
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=client.loop):
                 outcomes.extend(fut.result())
                 bar.update(sizes[fut.key])
         return outcomes

@@ -210,8 +210,8 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
     Raises
     ------
     DatasetError
-        On a missing modality, a cube with overlap, ``flip`` with a latent cache, an empty split, or
-        a latent cache made from another cube.
+        On a missing modality, an ensemble cube or one with overlap, ``flip`` with a latent cache, an
+        empty split, or a latent cache made from another cube.
     """
 
     def __init__(
@@ -236,7 +236,10 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self.flip = flip
         self.seed = seed
         if flip and latent_cache is not None:
-            raise DatasetError("flip cannot apply to cached latents; drop --flip or the latent cache")
+            raise DatasetError("flips cannot apply to cached latents; read pixels (no latent cache) to flip")
+        if self.spec.members is not None:
+            raise DatasetError(f"the cube at {url} is a generated ensemble ({self.spec.members} members), not real "
+                               "data; train on a cube written by 'copgen preprocess'")
         records = ledger.done_records(url, self.storage_options)
         refs, skipped = index_samples(self.spec, records, [m.key for m in self.modalities], split=split,
                                       val_fraction=val_fraction, split_seed=split_seed)
@@ -273,6 +276,7 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self.refs: tuple[SampleRef, ...] = refs
         self.skipped: dict[str, int] = skipped
         self.content: Literal["pixels", "moments"] = "pixels" if self.latent_cache is None else "moments"
+        self._windows = {w.key: w for w in self.spec.windows}
         self._latlon = {w.key: _latlon_vector(*w.centre_latlon()) for w in self.spec.windows}
         self._pid: int | None = None
         self._root: Any = None
@@ -310,7 +314,7 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
             If the block holds unwritten pixels (NaN or the uint8 fill).
         """
         self._open()
-        window = self.spec.window(ref.key)
+        window = self._windows[ref.key]
         group = self.spec.group(ref.key.epsg, modality.key)
         arr = self._arrays.get((ref.key.epsg, modality.key))
         if arr is None:
@@ -403,6 +407,11 @@ class ResumableSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
             gen = torch.Generator().manual_seed(derive_seed(self.seed, ("epoch", epoch), stream="order"))
             self._perm = (epoch, torch.randperm(self.num_samples, generator=gen))
         return self._perm[1]
+
+    def position(self, index: int) -> dict[str, int]:
+        """Where global micro-batch ``index`` starts in the sample stream: ``epoch`` and ``epoch_offset``."""
+        epoch, offset = divmod(index * self.world_size * self.batch_size, self.num_samples)
+        return {"epoch": epoch, "epoch_offset": offset}
 
     def batch(self, index: int) -> list[tuple[int, int]]:
         """This rank's ``(index, epoch)`` pairs of global micro-batch ``index``."""

@@ -36,6 +36,7 @@ def run_loop(
     checkpoint_every: int,
     log_every: int = 10,
     extra_state: Mapping[str, Any] | None = None,
+    describe_position: Callable[[int], Mapping[str, Any]] | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> int:
@@ -59,6 +60,8 @@ def run_loop(
         Steps between history records and ``on_log`` calls (the last step is always logged).
     extra_state:
         Stored beside the trainer's state (e.g. the data source's identity, to check on resume).
+    describe_position:
+        ``micro-batch position -> dict`` stored with it too (e.g. the epoch and the offset in it).
     on_log, on_checkpoint:
         Callbacks on rank 0: the step's metrics; ``(step, path)`` after a checkpoint is on disk.
 
@@ -90,7 +93,9 @@ def run_loop(
         if step % checkpoint_every == 0 or step == steps:
             if distributed.is_main():
                 state = trainer.state_dict()
-                state["data"] = {"micro_batches": step * grad_accum, **dict(extra_state or {})}
+                position = step * grad_accum
+                where = dict(describe_position(position)) if describe_position is not None else {}
+                state["data"] = {"micro_batches": position, **where, **dict(extra_state or {})}
                 save_state(state_path, state)
                 if on_checkpoint is not None:
                     on_checkpoint(step, state_path)

@@ -1,10 +1,11 @@
 """Training losses: the KL-VAE loss and the multimodal ε-prediction loss.
 
 VAE (official ``LPIPSWithDiscriminator`` without its LPIPS and GAN terms): per pixel
-``rec = l1 |x - x̂| + l2 (x - x̂)²``; with a learned scalar log-variance ``s`` the NLL is
-``rec / exp(s) + s``; NLL and KL are summed over each sample's elements and averaged over the
-batch, and ``loss = nll + kl_weight * kl`` with ``kl_weight = 1e-6``. The per-sample sums keep the
-official balance between the two terms.
+``rec = l1 |x - x̂| + l2 (x - x̂)²``; with a scalar log-variance ``s`` the NLL is ``rec / exp(s) + s``;
+NLL and KL are summed over each sample's elements and averaged over the batch, and
+``loss = nll + kl_weight * kl`` with ``kl_weight = 1e-6``. The per-sample sums keep the official
+balance between the two terms. The official optimiser never updates ``s`` (it stays at 0, so the NLL
+is the pixel term); ``learned_logvar=True`` trains it.
 
 Backbone: ``Σ_m mean_{C,H,W} (ε̂_m - ε_m)²`` per sample, averaged over the batch; each modality
 weighs the same whatever its token count. A per-(sample, modality) weight of 0 leaves a modality
@@ -46,7 +47,8 @@ class VAELoss(nn.Module):
     l1_weight, l2_weight:
         Weights of ``|x - x̂|`` and ``(x - x̂)²`` in the pixel term (1 and 1 officially).
     learned_logvar:
-        Learn the scalar log-variance ``s`` of the NLL (official). Without it the NLL is the pixel term.
+        Learn the scalar log-variance ``s`` of the NLL. Without it (what the official optimiser
+        effectively does) the NLL is the pixel term.
     logvar_init:
         Initial ``s``.
 
@@ -57,7 +59,7 @@ class VAELoss(nn.Module):
     """
 
     def __init__(self, *, kl_weight: float = 1e-6, l1_weight: float = 1.0, l2_weight: float = 1.0,
-                 learned_logvar: bool = True, logvar_init: float = 0.0) -> None:
+                 learned_logvar: bool = False, logvar_init: float = 0.0) -> None:
         super().__init__()
         if min(kl_weight, l1_weight, l2_weight) < 0 or l1_weight + l2_weight == 0:
             raise ValueError(

@@ -3,7 +3,7 @@
 The schedule is a pure function of the optimiser step, so it needs no state of its own: a resumed
 run recomputes the same rate. Backbone recipe: linear warm-up over 5000 steps, then constant
 (``lr * min(step / warmup, 1)``, as the official ``LambdaLR``: the first step runs at rate 0). VAE
-recipe: polynomial decay (power 0.95) from ``lr`` to ``min_lr`` over the run.
+recipe: polynomial decay ``lr * max((1 - step / steps)^0.95, min_lr / lr)`` over the run.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class LRSchedule:
     warmup_steps:
         Linear warm-up length; 0 disables it.
     decay:
-        ``"constant"`` after warm-up, or ``"poly"``: ``(lr - min_lr) (1 - s / decay_steps)^power + min_lr``
-        with ``s`` the steps since warm-up.
+        ``"constant"`` after warm-up, or ``"poly"``: ``lr * max((1 - s / decay_steps)^power, min_lr / lr)``
+        with ``s`` the steps since warm-up (the official VAE schedule).
     decay_steps:
         Length of the polynomial decay (needed for ``"poly"``).
     power:
@@ -70,7 +70,7 @@ class LRSchedule:
         if self.decay == "constant" or self.decay_steps is None:
             return self.lr
         frac = min((step - self.warmup_steps) / self.decay_steps, 1.0)
-        return (self.lr - self.min_lr) * (1.0 - frac) ** self.power + self.min_lr
+        return self.lr * max((1.0 - frac) ** self.power, self.min_lr / self.lr)
 
 
 def adamw(

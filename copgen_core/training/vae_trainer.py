@@ -5,10 +5,13 @@ A batch is a (B, C, H, W) float tensor in the normalised [-1, 1] space of one im
 generator seeded by the run seed, the step and the micro-batch, so a resumed run draws the same
 numbers), decodes, and minimises :class:`~copgen_core.training.losses.VAELoss`.
 
-What differs from the official recipe (``ddm`` trainer, see ``docs/training.md``): no LPIPS term
-(no offline weights), no PatchGAN discriminator (it starts at step 50001, beyond any run here);
-the optimiser betas and weight decay are not recorded in the reference notes, so AdamW's defaults
-are used.
+What the official trainer (``ddm``) does, and this one too: AdamW with torch's default betas and
+weight decay over the encoder, decoder and the two 1x1 convs only, so the loss's log-variance is
+never trained and the NLL is the plain pixel term (``learned_logvar=False``); the learning rate
+decays as ``max((1 - s / S)^0.95, min_lr / lr)``; the EMA follows ema-pytorch. What differs (see
+``docs/training.md``): no LPIPS term (no offline weights) and no PatchGAN discriminator (it starts at
+step 50001, beyond any run here). The official ``gradient_accumulate_every: 2`` is not gradient
+accumulation: its second pass trains the discriminator; ``grad_accum`` here is real accumulation.
 """
 
 from __future__ import annotations
@@ -44,19 +47,21 @@ class VAETrainConfig:
     lr:
         Peak learning rate (official 5e-6 for the 83.7 M-parameter VAEs).
     weight_decay, betas, adam_eps:
-        AdamW settings (not in the reference notes; torch's AdamW defaults).
+        AdamW settings (official: torch's defaults).
     warmup_steps:
         Linear warm-up steps (official: none).
     lr_decay, decay_steps, min_lr, lr_power:
-        ``"poly"`` is the official decay to ``min_lr`` 1e-6 with power 0.95 over ``decay_steps``.
+        ``"poly"`` is the official decay floored at ``min_lr`` 1e-6, power 0.95, over ``decay_steps``.
     kl_weight, l1_weight, l2_weight, learned_logvar, logvar_init:
-        The loss (see :class:`~copgen_core.training.losses.VAELoss`).
-    ema_decay, ema_every, ema_start:
-        Official: 0.995 every 10 steps after step 1000 (a plain copy before).
+        The loss (see :class:`~copgen_core.training.losses.VAELoss`). The official loss declares a
+        learned log-variance but never optimises it: ``learned_logvar=False`` is what it computes.
+    ema_decay, ema_every, ema_start, ema_power:
+        Official (ema-pytorch): 0.995 every 10 steps after step 1000 (a plain copy before), the decay
+        warmed up with power 2/3.
     grad_accum:
-        Micro-batches per step (official 2).
+        Micro-batches per step (official: 1; see the module notes).
     grad_clip:
-        Gradient-norm clipping (official: none).
+        Gradient-norm clipping (official: none; its clip call comes after the optimiser step).
     precision:
         ``fp32`` (official) or ``bf16``/``fp16`` autocast on CUDA.
     seed:
@@ -80,11 +85,12 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     l1_weight: float = 1.0
     l2_weight: float = 1.0
-    learned_logvar: bool = True
+    learned_logvar: bool = False
     logvar_init: float = 0.0
     ema_decay: float = 0.995
     ema_every: int = 10
     ema_start: int = 1000
+    ema_power: float = 2.0 / 3.0
     grad_accum: int = 1
     grad_clip: float | None = None
     precision: Precision = "fp32"
@@ -154,7 +160,8 @@ class VAETrainer:
         self.loss = VAELoss(kl_weight=config.kl_weight, l1_weight=config.l1_weight, l2_weight=config.l2_weight,
                             learned_logvar=config.learned_logvar, logvar_init=config.logvar_init).to(self.device)
         self.module = distributed.wrap(_Reconstruction(self.vae, self.loss), self.device)
-        self.ema = EMA(self.vae, config.ema_decay, every=config.ema_every, start_step=config.ema_start)
+        self.ema = EMA(self.vae, config.ema_decay, every=config.ema_every, start_step=config.ema_start,
+                       power=config.ema_power)
         params = list(self.vae.parameters()) + list(self.loss.parameters())
         self.opt = OptimizerStep(self.module, params, config.schedule(), weight_decay=config.weight_decay,
                                  betas=config.betas, eps=config.adam_eps, device=self.device,

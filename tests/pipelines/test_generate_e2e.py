@@ -111,7 +111,7 @@ def test_dask_worker_killed_mid_run_still_finishes_with_same_bytes(api_url: str,
     def kill_one_worker() -> None:
         done_dir = out / "_ledger" / "done"
         deadline = time.monotonic() + 300
-        with Client(cluster) as client:
+        with Client(cluster, set_as_default=False) as client:
             while time.monotonic() < deadline:
                 if done_dir.is_dir() and list(done_dir.glob("*.json")):
                     break

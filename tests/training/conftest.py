@@ -8,7 +8,6 @@ incomplete S2 block at t=0, as the ledger records them, so skipping is exercised
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,8 +63,3 @@ def tiny_cube(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = str(tmp_path_factory.mktemp("training") / "cube.zarr")
     build_cube(url)
     return url
-
-
-@pytest.fixture(scope="session")
-def cube_path(tiny_cube: str) -> Path:
-    return Path(tiny_cube)

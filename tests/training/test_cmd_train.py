@@ -62,7 +62,9 @@ def test_train_vae_writes_a_loadable_vae_with_provenance(vae_dir: Path) -> None:
     assert info["command"].startswith("copgen train-vae --cube")
     vae = load_vae(vae_dir / S2_60, S2_60)
     assert vae.scale_factor == pytest.approx(info["scale_factor"])
-    assert load_state(vae_dir / S2_60 / "train_state.pt")["opt"]["step"] == 2
+    state = load_state(vae_dir / S2_60 / "train_state.pt")
+    assert state["opt"]["step"] == 2
+    assert (state["data"]["micro_batches"], state["data"]["epoch"], state["data"]["epoch_offset"]) == (2, 0, 4)
 
 
 def test_train_vae_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
@@ -158,3 +160,12 @@ def test_two_ranks_under_torchrun_train_one_bundle(tiny_cube: str, vae_dir: Path
     info = json.loads((out / "bundle.json").read_text())
     assert info["world_size"] == 2 and info["data"]["world_size"] == 2
     load_model(str(out))
+
+
+def test_train_never_overwrites_a_model_that_is_not_its_run(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "someone-elses-bundle"
+    (bundle / "backbone").mkdir(parents=True)
+    (bundle / "bundle.json").write_text("{}")
+    result = invoke(train, backbone_args(tiny_cube, vae_dir, bundle, steps=1))
+    assert result.exit_code == 2 and "not a training run" in result.output
+    assert (bundle / "bundle.json").read_text() == "{}"

@@ -95,6 +95,7 @@ def test_sampler_covers_each_epoch_once_and_resumes_anywhere() -> None:
     resumed = iter(ResumableSampler(10, 4, seed=3, start=2))
     assert next(resumed) == full.batch(2) and next(resumed) == full.batch(3)
     assert ResumableSampler(10, 4, seed=4).batch(0) != full.batch(0)
+    assert full.position(3) == {"epoch": 1, "epoch_offset": 2}
 
 
 def test_sampler_shards_global_batches_over_ranks() -> None:
@@ -122,6 +123,10 @@ def test_dataset_refuses_overlap_absent_modalities_and_empty_splits(tiny_cube: s
     create_cube(CubeSpec(url=str(tmp_path / "overlap.zarr"), modalities=(S2_60,), windows=windows, times=TIMES))
     with pytest.raises(DatasetError, match="--overlap-m 0"):
         CubeDataset(str(tmp_path / "overlap.zarr"), [S2_60])
+    create_cube(CubeSpec(url=str(tmp_path / "ens.zarr"), modalities=(S2_60,), windows=windows[:1], times=TIMES,
+                         members=2))
+    with pytest.raises(DatasetError, match="generated ensemble"):
+        CubeDataset(str(tmp_path / "ens.zarr"), [S2_60])
 
 
 def test_unwritten_pixels_behind_a_complete_record_are_an_error(tmp_path: Path) -> None:

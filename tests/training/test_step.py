@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from copgen_core.training.optim import LRSchedule
-from copgen_core.training.step import OptimizerStep
+from copgen_core.training.step import LossFn, OptimizerStep
 
 
 def _setup(grad_accum: int, grad_clip: float | None = None) -> tuple[nn.Linear, OptimizerStep]:
@@ -18,7 +18,7 @@ def _setup(grad_accum: int, grad_clip: float | None = None) -> tuple[nn.Linear, 
     return model, step
 
 
-def _loss(model: nn.Linear) -> object:
+def _loss(model: nn.Linear) -> LossFn:
     def fn(batch: tuple[Tensor, Tensor], index: int) -> tuple[Tensor, dict[str, float]]:
         x, y = batch
         return (model(x) - y).square().mean(), {"index": float(index)}

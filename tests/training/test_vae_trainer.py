@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from copgen_core.vae import KLVAE
 from tests.training.conftest import S2_60
 from transforms.dataset import CubeDataset, ResumableSampler, loader
 
-CONFIG = VAETrainConfig(lr=1e-3, ema_decay=0.9, ema_every=1, ema_start=1, grad_accum=2, seed=7)
+CONFIG = VAETrainConfig(lr=1e-3, ema_decay=0.9, ema_every=1, ema_start=1, grad_accum=2, learned_logvar=True, seed=7)
 
 
 def _trainer(config: VAETrainConfig = CONFIG) -> VAETrainer:
@@ -64,7 +64,7 @@ def test_latent_scale_is_one_over_the_std_of_sampled_latents() -> None:
     assert trainer.latent_scale([_images()]) == scale  # seeded draws
 
 
-def _batches(ds: CubeDataset) -> object:
+def _batches(ds: CubeDataset) -> Callable[[int], Iterator[torch.Tensor]]:
     def batches_from(position: int) -> Iterator[torch.Tensor]:
         return (b[S2_60] for b in loader(ds, ResumableSampler(len(ds), 2, seed=3, start=position)))
     return batches_from
@@ -103,6 +103,6 @@ def test_resume_in_a_fresh_trainer_is_bitwise_identical(tiny_cube: str, tmp_path
 def test_resume_refuses_another_config(tmp_path: Path) -> None:
     trainer = _trainer()
     trainer.train_step([_images(2), _images(2)])
-    other = _trainer(VAETrainConfig(lr=2e-3, ema_decay=0.9, ema_every=1, ema_start=1, grad_accum=2, seed=7))
+    other = _trainer(VAETrainConfig(**{**CONFIG.to_dict(), "lr": 2e-3}))
     with pytest.raises(StateError, match="lr: saved 0.001, now 0.002"):
         other.load_state_dict(trainer.state_dict())
