@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, str] = {
     "generate": "cmd_generate",
     "preprocess": "cmd_preprocess",
     "quicklook": "cmd_quicklook",
+    "train": "cmd_train",
+    "train-vae": "cmd_train_vae",
+    "gapfill": "cmd_gapfill",
+    "seamless": "cmd_seamless",
 }
 
 

@@ -39,6 +39,15 @@ class SelectionConfig(BaseModel):
     max_cloud: float | None = Field(None, ge=0, le=100, description="drop items with more cloud cover (%)")
 
 
+def _check_bbox(v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    w, s, e, n = v
+    if not (-180 <= w < e <= 180 and -85 <= s < n <= 85):
+        raise ValueError(f"bbox {list(v)} must be west<east in [-180,180] and south<north in [-85,85] (degrees)")
+    if (e - w) * (n - s) > 400:
+        raise ValueError(f"bbox {list(v)} covers more than 400 square degrees; split the job by region")
+    return v
+
+
 class JobConfig(BaseModel):
     """Common fields of every copgen job.
 
@@ -63,6 +72,8 @@ class JobConfig(BaseModel):
     end: date | None = Field(None, description="last date of the period (UTC); defaults to start")
     output: str = Field("out/cube.zarr", description="cube URL: local path, gs://..., memory://...")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for output")
+    regions: list[tuple[float, float, float, float]] = Field(
+        default_factory=list, description="more (west, south, east, north) boxes; the job covers the union")
     overlap_m: float = Field(0.0, ge=0, lt=1920, description="window overlap in metres (multiple of 60 m stride)")
     engine: Literal["local", "beam", "dask"] = "local"
     scheduler: str | None = Field(None, description="Dask scheduler address; default: a local cluster")
@@ -74,12 +85,17 @@ class JobConfig(BaseModel):
     @field_validator("bbox")
     @classmethod
     def _bbox_ok(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        w, s, e, n = v
-        if not (-180 <= w < e <= 180 and -85 <= s < n <= 85):
-            raise ValueError(f"bbox {list(v)} must be west<east in [-180,180] and south<north in [-85,85] (degrees)")
-        if (e - w) * (n - s) > 400:
-            raise ValueError(f"bbox {list(v)} covers more than 400 square degrees; split the job by region")
-        return v
+        return _check_bbox(v)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_ok(cls, v: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+        return [_check_bbox(b) for b in v]
+
+    @property
+    def bboxes(self) -> list[tuple[float, float, float, float]]:
+        """``bbox`` and every extra region."""
+        return [self.bbox, *self.regions]
 
     @model_validator(mode="after")
     def _period_ok(self) -> JobConfig:

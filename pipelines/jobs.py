@@ -29,7 +29,7 @@ from transforms.process import generate_batch, preprocess_batch
 from transforms.search import search_catalog_items
 from transforms.select import SelectionRule
 from transforms.tiles import WorkUnit, plan_units
-from transforms.windows import PlanError, windows_for_bbox
+from transforms.windows import PlanError, Window, windows_for_bbox
 
 EXECUTION_FIELDS = {"engine", "workers", "scheduler", "report", "storage_options", "batch_size", "retries"}
 """Config fields that change how a job runs, not what it writes (left out of the cube's spec hash)."""
@@ -104,9 +104,20 @@ def _search(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, Selectio
         static = collection.startswith(("cop-dem", "io-lulc"))
         pad = timedelta(days=rule.max_days if rule else 30.0)
         dt = None if static else f"{(start - pad).isoformat()}/{(end + pad).isoformat()}"
-        items.extend(search_catalog_items(cfg.stac_url, collections=[collection], bbox=list(cfg.bbox),
-                                          datetime=dt, retries=cfg.retries))
+        for bbox in cfg.bboxes:
+            items.extend(search_catalog_items(cfg.stac_url, collections=[collection], bbox=list(bbox),
+                                              datetime=dt, retries=cfg.retries))
+    items = list({i.id: i for i in items}.values())  # regions may overlap
     return items
+
+
+def plan_windows(cfg: JobConfig) -> list[Window]:
+    """Lattice windows of the union of the job's boxes, sorted by key (raises PlanError)."""
+    seen: dict[Any, Window] = {}
+    for bbox in cfg.bboxes:
+        for win in windows_for_bbox(bbox, overlap_m=cfg.overlap_m):
+            seen[win.key] = win
+    return [seen[k] for k in sorted(seen)]
 
 
 def _batches(units: Sequence[WorkUnit], size: int) -> list[list[WorkUnit]]:
@@ -157,7 +168,7 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
         raise JobError(f"targets {[k for k in cfg.targets if k not in image_targets]} are scalar modalities; "
                        "the cube stores image modalities only: generate them with the Python API")
     try:
-        windows = windows_for_bbox(cfg.bbox, overlap_m=cfg.overlap_m)
+        windows = plan_windows(cfg)
         model_ref = resolve_model_ref(cfg.model)
     except (PlanError, FileNotFoundError) as exc:
         raise JobError(str(exc)) from exc
@@ -196,7 +207,7 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
     t0 = time.perf_counter()
     image_mods = [k for k in cfg.modalities if BY_KEY[k].is_image]
     try:
-        windows = windows_for_bbox(cfg.bbox, overlap_m=cfg.overlap_m)
+        windows = plan_windows(cfg)
     except PlanError as exc:
         raise JobError(str(exc)) from exc
     rules = _rules(cfg)
