@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from copgen_core.modalities import BY_KEY, FOOTPRINT_M, Kind, canonical
+from copgen_core.modalities import BY_KEY, FOOTPRINT_M, Kind, canonical, resolve
 from transforms import ledger
 from transforms.cube import content_digest, open_store, validate_region
 from transforms.gapfill import condition_value, put_atomic
@@ -699,9 +699,9 @@ def read_canvas_group(url: str, modality: str, epsg: int | None = None,
                       storage_options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, CanvasGroup]:
     """A whole canvas variable, ``(members, C, H, W)`` float32, and its group (first zone by default)."""
     spec = load_canvas(url, storage_options)
-    zone = epsg if epsg is not None else spec.groups[0].epsg
-    group = spec.group(zone, BY_KEY[modality].key if modality in BY_KEY else modality)
-    return np.asarray(_array(spec, group, group.modalities[group.modalities.index(modality)], "r")[...]), group
+    key = resolve(modality).key
+    group = spec.group(epsg if epsg is not None else spec.groups[0].epsg, key)
+    return np.asarray(_array(spec, group, key, "r")[...], dtype=np.float32), group
 
 
 __all__ = [
