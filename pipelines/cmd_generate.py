@@ -22,6 +22,8 @@ from pipelines.config import GenerateConfig
 @click.option("--seed", type=int, help="run seed; the noise of (window, member) derives from it.")
 @click.option("--model", help="'bundled', a bundle directory, a converted checkpoint, or 'random:tiny'.")
 @click.option("--batch-size", type=int, help="samples per model call.")
+@click.option("--device", help="'cpu' or 'cuda[:N]' (Dask: cuda tasks request the GPU worker resource).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="backbone autocast dtype (GPU).")
 def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, **flags: Any) -> None:
     """Generate per-member ensembles into a Zarr cube (any subset of conditions; missing ones marginalised).
 

@@ -126,6 +126,9 @@ class GenerateConfig(JobConfig):
     seed: int = Field(0, ge=0, description="run seed; noise of (window, member) derives from it")
     model: str = Field("bundled", description="'bundled', a converted checkpoint dir, or an official .pth")
     batch_size: int = Field(8, ge=1, le=4096, description="samples per model call")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="'cpu' or 'cuda[:N]'; on Dask, cuda tasks request the worker resource GPU=1")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype of the backbone (GPU)")
 
     @field_validator("conditions", "targets")
     @classmethod

@@ -31,7 +31,7 @@ from transforms.select import SelectionRule
 from transforms.tiles import WorkUnit, plan_units
 from transforms.windows import PlanError, Window, windows_for_bbox
 
-EXECUTION_FIELDS = {"engine", "workers", "scheduler", "report", "storage_options", "batch_size", "retries"}
+EXECUTION_FIELDS = {"engine", "workers", "scheduler", "report", "storage_options", "batch_size", "retries", "device"}
 """Config fields that change how a job runs, not what it writes (left out of the cube's spec hash)."""
 
 
@@ -184,11 +184,13 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
                     attrs={"job": "generate", "config": _provenance_config(cfg), "model_hash": mhash})
     _create(spec)
     infer_spec = InferSpec(model=model_ref, targets=tuple(image_targets), conditions=tuple(cfg.conditions),
-                           members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size)
+                           members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size,
+                           device=cfg.device, dtype=cfg.precision)
     todo, skipped = _pending(spec, units)
     report = RunReport("generate", cfg.output, planned=len(units), skipped=skipped, engine=cfg.engine,
                        config=_provenance_config(cfg))
-    options = EngineOptions(cfg.engine, cfg.workers, cfg.scheduler, progress=progress)
+    options = EngineOptions(cfg.engine, cfg.workers, cfg.scheduler, gpu=cfg.device.startswith("cuda"),
+                            progress=progress)
     outcomes: list[Any] = []
     if todo:
         if cfg.engine == "beam":
