@@ -377,6 +377,44 @@ def _batch_size(value: np.ndarray | list[dt.date]) -> int:
 # ------------------------------------------------------------------------------------- the model
 
 
+def resolve_sample_keys(sizes: Mapping[str, int], keys: Sequence[SampleKey] | None,
+                        what: str) -> tuple[SampleKey, ...]:
+    """The B sample keys of a call, checked against the batch sizes of its inputs.
+
+    Parameters
+    ----------
+    sizes:
+        Batch size of each input (``what`` names them in errors).
+    keys:
+        The caller's keys, or None for ``0..B-1``.
+
+    Raises
+    ------
+    ValueError
+        Inputs disagree on B, B is unknown (no inputs and no keys) or 0, the key count differs from B, or a
+        key is not a str/int/tuple of those.
+    """
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{what} disagree on the batch size B: {dict(sizes)}")
+    if sizes:
+        batch = next(iter(sizes.values()))
+    elif keys is not None:
+        batch = len(keys)
+    else:
+        raise ValueError(f"no {what}: pass keys=[...] (one per sample) so that B is known")
+    if batch < 1:
+        raise ValueError("the batch is empty (B = 0); give at least one sample")
+    sample_keys: tuple[SampleKey, ...] = tuple(range(batch)) if keys is None else tuple(keys)
+    if len(sample_keys) != batch:
+        raise ValueError(f"got {len(sample_keys)} keys for B = {batch} samples; give one key per sample")
+    for k in sample_keys:
+        try:
+            canonical_key(k)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+    return sample_keys
+
+
 @dataclass(frozen=True)
 class GenerationResult:
     """What :meth:`CopgenModel.generate` returns.
@@ -707,25 +745,8 @@ class CopgenModel:
 
         raw_by_key = {resolve(k).key: v for k, v in conditions.items()}
         physical = {m.key: _check_condition(m, raw_by_key[m.key]) for m in cond_mods}
-        sizes = {key: _batch_size(v) for key, v in physical.items()}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"conditions disagree on the batch size B: {sizes}")
-        if sizes:
-            batch = next(iter(sizes.values()))
-        elif keys is not None:
-            batch = len(keys)
-        else:
-            raise ValueError("no conditions: pass keys=[...] (one per sample) so that B is known")
-        if batch < 1:
-            raise ValueError("the batch is empty (B = 0); give at least one sample")
-        sample_keys: tuple[SampleKey, ...] = tuple(range(batch)) if keys is None else tuple(keys)
-        if len(sample_keys) != batch:
-            raise ValueError(f"got {len(sample_keys)} keys for B = {batch} samples; give one key per sample")
-        for k in sample_keys:
-            try:
-                canonical_key(k)
-            except TypeError as exc:
-                raise ValueError(str(exc)) from None
+        sample_keys = resolve_sample_keys({key: _batch_size(v) for key, v in physical.items()}, keys, "conditions")
+        batch = len(sample_keys)
 
         notes: list[str] = []
         with torch.no_grad():

@@ -55,13 +55,14 @@ from copgen_core.generate import (
     _batch_size,
     _check_condition,
     physical_shape,
+    resolve_sample_keys,
 )
 from copgen_core.modalities import VAE_DOWNSAMPLE, Kind, Modality, resolve
 from copgen_core.normalize import normalize
 from copgen_core.normalize_common import Mode
 from copgen_core.sampler import Method, Spacing, StepHook, sample_dpmpp, time_grid
 from copgen_core.schedule import DiscreteVPSchedule
-from copgen_core.seeding import SampleKey, canonical_key, sample_noise
+from copgen_core.seeding import SampleKey, sample_noise
 
 InpaintMethod = Literal["repaint", "none"]
 FillMethod = Literal["smooth", "mean"]
@@ -534,24 +535,8 @@ def inpaint(
     for m in partial_mods:
         observed[m.key], missing[m.key] = _partial_inputs(m, partial_raw[m.key], mask_raw[m.key])
     sizes = {key: _batch_size(v) for key, v in physical.items()} | {k: v.shape[0] for k, v in observed.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"conditions and partial modalities disagree on the batch size B: {sizes}")
-    if sizes:
-        batch = next(iter(sizes.values()))
-    elif keys is not None:
-        batch = len(keys)
-    else:
-        raise ValueError("no conditions and no partial modality: pass keys=[...] (one per sample)")
-    if batch < 1:
-        raise ValueError("the batch is empty (B = 0); give at least one sample")
-    sample_keys: tuple[SampleKey, ...] = tuple(range(batch)) if keys is None else tuple(keys)
-    if len(sample_keys) != batch:
-        raise ValueError(f"got {len(sample_keys)} keys for B = {batch} samples; give one key per sample")
-    for k in sample_keys:
-        try:
-            canonical_key(k)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+    sample_keys = resolve_sample_keys(sizes, keys, "conditions and partial modalities")
+    batch = len(sample_keys)
 
     notes: list[str] = []
     gen_mods = sorted([*partial_mods, *target_mods], key=lambda m: model.modalities.index(m.key))
