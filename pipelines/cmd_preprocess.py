@@ -15,6 +15,8 @@ from pipelines.config import PreprocessConfig
 @click.command("preprocess")
 @job_options
 @click.option("--modalities", callback=csv_callback, help="comma-separated image modalities to read.")
+@click.option("--latents", help="also encode VAE latents with this model bundle (local cubes): "
+              "<output>.latents.safetensors for 'copgen train --latent-cache'.")
 def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, **flags: Any) -> None:
     """Read every requested modality on its native grid for every window and acquisition date.
 

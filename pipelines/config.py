@@ -149,7 +149,8 @@ class PreprocessConfig(JobConfig):
     """``copgen preprocess``: aligned real tiles (and optional VAE latents) for training or analysis."""
 
     modalities: list[str] = Field(default_factory=lambda: ["S2L2A_B02_B03_B04_B08", "DEM_DEM", "LULC_LULC"])
-    latents: bool = Field(False, description="also store VAE latent moments per modality")
+    latents: str | None = Field(None, description="a model bundle (or 'random:tiny'): also encode every complete "
+                                "sample with its VAEs into <output>.latents.safetensors (posterior moments)")
 
     @field_validator("modalities")
     @classmethod

@@ -24,7 +24,7 @@ from transforms import ledger
 from transforms.catalog import CatalogItem
 from transforms.cube import create_cube, finalize_cube
 from transforms.cube_spec import CubeError, CubeSpec
-from transforms.infer import InferSpec, resolve_model_ref
+from transforms.infer import InferSpec, get_model, resolve_model_ref
 from transforms.process import generate_batch, preprocess_batch
 from transforms.search import search_catalog_items
 from transforms.select import SelectionRule
@@ -237,7 +237,25 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
     runner = {"dask": run_dask, "beam": functools.partial(run_beam_batches, extra_args=beam_args)}.get(
         cfg.engine, run_local)
     outcomes = runner(_batches(todo, 8), fn, options) if todo else []
-    return _finish(report, spec, units, outcomes, t0)
+    report = _finish(report, spec, units, outcomes, t0)
+    if cfg.latents and "://" not in cfg.output:
+        report.counters["latent_samples"] = encode_cube_latents(cfg.output, image_mods, cfg.latents)
+    return report
+
+
+def encode_cube_latents(url: str, modalities: Sequence[str], model_ref: str) -> int:
+    """Encode every complete sample of a preprocess cube with the VAEs of ``model_ref``; returns the count.
+
+    Writes ``<url>.latents.safetensors`` (see ``transforms.dataset.encode_latents``), which
+    ``copgen train --latent-cache`` reads instead of running the VAEs every epoch.
+    """
+    from transforms.dataset import CubeDataset, encode_latents
+
+    model = get_model(InferSpec(model=resolve_model_ref(model_ref), targets=(), conditions=()))
+    with_vae = [k for k in modalities if k in model.modalities]
+    dataset = CubeDataset(url, with_vae, split="all")
+    encode_latents(dataset, {k: model.vae(k) for k in with_vae}, f"{url.rstrip('/')}.latents.safetensors")
+    return len(dataset)
 
 
 def _anchor_collection(modalities: Sequence[str]) -> str | None:

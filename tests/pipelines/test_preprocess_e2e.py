@@ -103,3 +103,23 @@ def test_broken_assets_fail_only_their_windows(services: Any, small_world_dir: P
     failed_days = {spec.times[f["time_index"]].date().isoformat() for f in report["failed"]}
     assert failed_days == bad_days
     assert "failed" in proc.stderr and "report:" in proc.stderr
+
+
+def test_optional_vae_latents_are_encoded_for_complete_samples(stac_api_world: Any, small_world: Any,
+                                                               tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    _, bbox = _main_epsg_bbox(small_world)
+    out = tmp_path / "lat.zarr"
+    proc = run_cli("preprocess", "--stac-url", stac_api_world.url, "--bbox", bbox, "--start", "2021-01-01",
+                   "--end", "2022-12-31", "--modalities", "s2l2a_10m,dem", "--latents", "random:tiny",
+                   "--output", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    n = report["counters"]["latent_samples"]
+    assert n >= 1
+    with safe_open(f"{out}.latents.safetensors", "pt") as f:
+        s2 = f.get_tensor("moments/S2L2A_B02_B03_B04_B08")
+        dem = f.get_tensor("moments/DEM_DEM")
+    assert tuple(s2.shape) == (n, 16, 24, 24) and tuple(dem.shape) == (n, 16, 8, 8)
+    assert bool(s2.isfinite().all())
