@@ -30,7 +30,12 @@ echo "setup: creating .venv and installing copgen with all extras (about a minut
 [ -x .venv/bin/python ] || python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>/dev/null
 # pip (not uv/poetry): only pip finds the machine's local torch 2.13.0 CPU wheel.
-.venv/bin/python -m pip install -q -e '.[beam,dask,gcs,dev]' 2>&1 | grep -v "is ignored" || true
+log=.venv/pip-install.log
+if ! .venv/bin/python -m pip install -q -e '.[beam,dask,gcs,dev]' >"$log" 2>&1; then
+  grep -v "is ignored" "$log" | tail -40 >&2
+  echo "setup: pip install failed (full log: $log)" >&2
+  exit 1
+fi
 .venv/bin/python -c "import torch, copgen_core; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 echo "$want" > "$stamp"
 echo "setup: done"
