@@ -42,7 +42,7 @@ from copgen_core.modalities import BY_KEY, Kind, canonical
 from transforms import ledger
 from transforms.catalog import CatalogItem
 from transforms.cube import open_store, validate_region, write_window
-from transforms.cube_spec import UINT8_FILL, CubeSpec, block_offset_m
+from transforms.cube_spec import UINT8_FILL, CubeError, CubeSpec, block_offset_m
 from transforms.infer import InferSpec, get_model
 from transforms.masks import CLOUD_MASK_KEY, MaskRules, missing_masks
 from transforms.process import Outcome
@@ -393,12 +393,14 @@ def add_filled_arrays(spec: CubeSpec) -> None:
     added = False
     for group in spec.groups:
         node = root[group.path]
+        if not isinstance(node, zarr.Group):
+            raise CubeError(f"the cube at {spec.url} has no group {group.path!r}; recreate it (new --output)")
         ny, nx = group.geobox.shape
         for key in group.modalities:
             name = filled_name(key)
             if name in node:
                 continue
-            node.create_array(  # type: ignore[union-attr]
+            node.create_array(
                 name, shape=(len(spec.times), ny, nx), chunks=(1, group.block_px, group.block_px), dtype="uint8",
                 fill_value=UINT8_FILL, dimension_names=("time", "y", "x"), overwrite=True,
                 attributes={"long_name": f"where {key} holds generated pixels", "units": "1",

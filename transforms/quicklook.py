@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from copgen_core.normalize import CLOUD_CODES, CLOUD_PALETTE, LULC_CLASS_NAMES, LULC_CODES, LULC_PALETTE
+from copgen_core.normalize import LULC_CLASS_NAMES, LULC_CODES, LULC_PALETTE
 
 LULC_COLOURS: dict[int, tuple[int, int, int]] = {
     code: tuple(int(v) for v in LULC_PALETTE[i]) for i, code in enumerate(LULC_CODES)  # type: ignore[misc]
 }
 """Raw Esri/IO class code -> RGB (COP-GEN's palette)."""
 LULC_NAMES: dict[int, str] = dict(zip(LULC_CODES, LULC_CLASS_NAMES, strict=True))
-CLOUD_COLOURS: dict[int, tuple[int, int, int]] = {
-    code: tuple(int(v) for v in CLOUD_PALETTE[i]) for i, code in enumerate(CLOUD_CODES)  # type: ignore[misc]
-}
-"""Cloud-mask code -> RGB (clear, thick, thin, shadow)."""
+CLOUD_COLOURS: dict[int, tuple[int, int, int]] = {0: (40, 40, 40), 1: (255, 255, 255), 2: (160, 200, 235),
+                                                  3: (110, 70, 150)}
+"""Cloud-mask code -> RGB: clear dark grey, thick white, thin light blue, shadow purple (readable at a glance;
+the official thumbnails reuse the first four land-cover colours, ``copgen_core.normalize.CLOUD_PALETTE``)."""
 
 
 def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -53,17 +53,21 @@ def categorical(codes: np.ndarray, palette: dict[int, tuple[int, int, int]]) -> 
 def hillshade(dem_m: np.ndarray, *, gsd_m: float = 30.0, azimuth_deg: float = 315.0,
               altitude_deg: float = 45.0) -> np.ndarray:
     """Shaded relief of a (H, W) DEM in metres, tinted by elevation."""
-    z = np.nan_to_num(np.asarray(dem_m, dtype=np.float64))
+    raw = np.asarray(dem_m, dtype=np.float64)
+    nodata = ~np.isfinite(raw)
+    z = np.where(nodata, np.nanmean(raw) if (~nodata).any() else 0.0, raw)
     d_row, d_col = np.gradient(z, gsd_m)
     nx, ny, nz = -d_col, d_row, np.ones_like(z)  # surface normal (east, north, up); rows run southward
     norm = np.sqrt(nx**2 + ny**2 + nz**2)
     az, alt = np.radians(azimuth_deg), np.radians(altitude_deg)
     sun = (np.sin(az) * np.cos(alt), np.cos(az) * np.cos(alt), np.sin(alt))
     shade = np.clip((nx * sun[0] + ny * sun[1] + nz * sun[2]) / norm, 0, 1)
-    lo, hi = np.percentile(z, [2, 98]) if z.size else (0.0, 1.0)
+    lo, hi = np.percentile(z[~nodata], [2, 98]) if (~nodata).any() else (0.0, 1.0)
     t = np.clip((z - lo) / max(hi - lo, 1e-6), 0, 1)
     tint = np.stack([0.35 + 0.55 * t, 0.55 + 0.25 * t, 0.30 + 0.45 * t], axis=-1)
-    return (np.clip(tint * (0.35 + 0.65 * shade[..., None]), 0, 1) * 255).astype(np.uint8)
+    rgb = (np.clip(tint * (0.35 + 0.65 * shade[..., None]), 0, 1) * 255).astype(np.uint8)
+    rgb[nodata] = 0
+    return rgb
 
 
 def s1_false_colour(vv_vh_linear: np.ndarray) -> np.ndarray:

@@ -323,7 +323,8 @@ def _root_info(spec_url: str, storage_options: Mapping[str, Any] | None) -> dict
         attrs = dict(zarr.open_group(open_store(spec_url, storage_options, read_only=True), mode="r").attrs)
     except FileNotFoundError:
         return None
-    return dict(attrs.get(ROOT_ATTR) or {"state": "foreign"})
+    info: Any = attrs.get(ROOT_ATTR) or {"state": "foreign"}
+    return dict(info)
 
 
 def create_canvas(spec: CanvasSpec) -> None:
@@ -357,7 +358,8 @@ def create_canvas(spec: CanvasSpec) -> None:
     elif info.get("state") == "ready":
         return
     store = open_store(spec.url, spec.storage_options)
-    marker = {"format_version": CANVAS_FORMAT_VERSION, "spec_hash": spec.spec_hash, "spec": spec.to_json()}
+    marker: dict[str, Any] = {"format_version": CANVAS_FORMAT_VERSION, "spec_hash": spec.spec_hash,
+                              "spec": spec.to_json()}
     zarr.open_group(store, mode="w" if info is None else "r+", zarr_format=3).attrs[ROOT_ATTR] = {
         **marker, "state": "creating"}
     for group in spec.groups:
@@ -438,7 +440,8 @@ def _undo_url(spec: CanvasSpec, key: WindowKey) -> str:
 def save_undo(spec: CanvasSpec, window: Window, keys: Sequence[str]) -> None:
     """Save the chunks a window is about to change (one atomic object)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: _read_span(spec, window, k) for k in keys})
+    savez: Any = np.savez
+    savez(buffer, **{k: _read_span(spec, window, k) for k in keys})
     put_atomic(_undo_url(spec, window.key), buffer.getvalue(), spec.storage_options)
 
 

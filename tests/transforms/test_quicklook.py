@@ -47,3 +47,12 @@ def test_s1_false_colour_and_colormap_and_grid(tmp_path: Path) -> None:
     assert sheet.shape == (2 * 8 + 3 * 2, 2 * 8 + 3 * 2, 3)
     out = ql.save_png(sheet, tmp_path / "a" / "sheet.png")
     assert np.array_equal(np.asarray(Image.open(out)), sheet)
+
+
+def test_nodata_renders_black_and_clouds_white() -> None:
+    dem = np.full((16, 16), 500.0)
+    dem[:4] = np.nan
+    img = ql.hillshade(dem)
+    assert (img[:4] == 0).all() and (img[4:] > 0).any()
+    cloud = ql.categorical(np.array([[0, 1], [2, 3]]), ql.CLOUD_COLOURS)
+    assert tuple(cloud[0, 1]) == (255, 255, 255)
