@@ -46,7 +46,3 @@ def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, *
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.code)
     exit_with(report, cfg.report)
-
-
-if __name__ == "__main__":
-    command()

@@ -133,12 +133,12 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
             plans.append((acq, None, []))
             continue
         wins: list[Window] = sorted({u.unit.window for u in units}, key=lambda w: w.key)
-        cube = CubeSpec(url=url, storage_options=cfg.storage_options or None, modalities=S2L2A_GROUPS,
-                        windows=tuple(wins), times=(acq.datetime,), members=cfg.members, stats=True,
-                        attrs={"job": "gapfill", "acquisition": acq.item_id, "item_hash": acq.item_hash,
-                               "config": config, "model_hash": mhash})
-        _create(cube)
-        plans.append((acq, cube, units))
+        spec_of_acq = CubeSpec(url=url, storage_options=cfg.storage_options or None, modalities=S2L2A_GROUPS,
+                               windows=tuple(wins), times=(acq.datetime,), members=cfg.members, stats=True,
+                               attrs={"job": "gapfill", "acquisition": acq.item_id, "item_hash": acq.item_hash,
+                                      "config": config, "model_hash": mhash})
+        _create(spec_of_acq)
+        plans.append((acq, spec_of_acq, units))
 
     report = RunReport("gapfill", cfg.output, engine=cfg.engine, config=config)
     pending: list[GapfillUnit] = []
@@ -165,7 +165,7 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
             counters["acquisitions_complete"] += 1
             continue
         part = RunReport("gapfill", cube.url)
-        part.skipped = sum(1 for _ in units) - sum(1 for u in pending if u.cube_url == cube.url)
+        part.skipped = len(units) - sum(1 for u in pending if u.cube_url == cube.url)
         _finish(part, cube, units, [], t0)  # type: ignore[arg-type]
         report.planned += len(units)
         report.failed.extend({**f, "acquisition": acq.item_id} for f in part.failed)

@@ -148,6 +148,7 @@ def test_canvas_write_read_and_undo_round_trip(tmp_path) -> None:  # noqa: ANN00
 
 
 def test_canvas_is_georeferenced_on_the_lattice(tmp_path) -> None:  # noqa: ANN001
+    import odc.geo.xr  # noqa: F401
     import rioxarray  # noqa: F401
     import xarray as xr
 
@@ -160,4 +161,5 @@ def test_canvas_is_georeferenced_on_the_lattice(tmp_path) -> None:  # noqa: ANN0
     left, _, _, top = Window(WindowKey(32632, 2651, 200), stride_m=1440.0).bounds
     assert tuple(ds[S2_10].rio.transform())[:6] == (10.0, 0.0, left, 0.0, -10.0, top)
     assert ds.sizes["x"] == ds.sizes["y"] == 144 + 192
+    assert ds.odc.geobox.crs.epsg == 32632 and tuple(ds.odc.geobox.affine)[:6] == (10.0, 0.0, left, 0.0, -10.0, top)
     assert xr.open_zarr(spec.url, group="32632/30m")[DEM].shape == (1, 1, 48 + 64, 48 + 64)

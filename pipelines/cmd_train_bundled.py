@@ -1,0 +1,684 @@
+"""``copgen train-bundled``: the recipe of the bundled model, from nothing to ``models/bundled`` in one command.
+
+Stages, each skipped when a previous run finished it (so a rerun resumes where a crash stopped):
+
+=========== =====================================================================================
+world       the sample world (reused when its manifest matches the preset and seed)
+preprocess  a training cube of every scene (regions = the scenes' bboxes), every Sentinel-2 L2A
+            date, the ten image modalities; a private local STAC API serves the world meanwhile
+vaes        one tiny VAE per image modality: ``copgen train-vae`` subprocesses, up to ``--jobs`` at
+            once, niced; steps and batch by pixel size (see :data:`VAE_RECIPE`)
+cache       the latent cache: VAE posterior moments of every sample (``transforms.dataset``)
+backbone    ``copgen train`` from the cache with modality and condition dropout
+bundle      fp16 bundle at ``--out`` (checked <= :data:`MAX_BUNDLE_BYTES`) with ``bundle.json``
+=========== =====================================================================================
+
+Everything but the bundle lives under ``--work``: ``train.zarr``, ``vaes/``, ``latents.safetensors``,
+``backbone/`` (the fp32 run, resumable), ``logs/`` (one log per subprocess) and ``recipe.json`` (what
+each stage did and how long it took). Only wiring: the work is done by ``copgen preprocess``'s job,
+``copgen train-vae``, ``copgen train`` and :func:`copgen_core.bundle.save_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from copgen_core.modalities import BY_KEY, MODALITIES
+from pipelines.cmd_train import BadInput
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "models" / "bundled"
+STAC_API_SCRIPT = REPO / "infra" / "local" / "stac-api.sh"
+IMAGE_KEYS: tuple[str, ...] = tuple(m.key for m in MODALITIES if m.is_image)
+MAX_BUNDLE_BYTES = 30_000_000
+"""The bundle ships in the repository: at most 30 MB (fp16 weights of the ten tiny VAEs and the backbone)."""
+STAGES = ("world", "preprocess", "vaes", "cache", "backbone", "bundle")
+RECIPE_FILE = "recipe.json"
+
+
+@dataclass(frozen=True)
+class VAEBudget:
+    """Steps and batch size of the VAEs of one pixel size, and their measured speed.
+
+    ``steps_per_s`` is the tiny VAE's optimiser steps per second at batch 8 on the 2-core development
+    CPU (docs/training.md); time per step grows about linearly with the batch.
+    """
+
+    steps: int
+    batch_size: int
+    steps_per_s: float
+
+    def seconds(self, steps: int, batch_size: int) -> float:
+        """Estimated training seconds of ``steps`` steps at ``batch_size`` (whole machine)."""
+        return steps * batch_size / 8.0 / self.steps_per_s
+
+
+VAE_RECIPE: dict[int, VAEBudget] = {
+    192: VAEBudget(steps=120, batch_size=4, steps_per_s=0.29),
+    96: VAEBudget(steps=400, batch_size=8, steps_per_s=1.8),
+    64: VAEBudget(steps=600, batch_size=8, steps_per_s=3.9),
+    32: VAEBudget(steps=1000, batch_size=8, steps_per_s=12.4),
+}
+"""Default VAE budget by pixel size: the five 192 px VAEs take most of the hour."""
+VAE_LR = 1e-3
+"""Peak learning rate of the VAEs: a short run needs more than the tiny preset's 1e-4."""
+VAE_OVERHEAD_S = 25.0
+"""Per VAE: process start, validation and latent-scale passes (estimate)."""
+BACKBONE_STEPS = 600
+BACKBONE_STEPS_PER_S = 0.99
+"""Tiny backbone from the latent cache at batch 8 on the development CPU (docs/training.md)."""
+BACKBONE_LR = 5e-4
+BACKBONE_WARMUP = 50
+BACKBONE_EMA_RATE = 0.99
+"""EMA horizon of ~100 steps: with 0.999 a 600-step run would still be half its initialisation."""
+MODALITY_DROPOUT = 0.3
+CONDITION_DROPOUT = 0.3
+"""Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
+PREPROCESS_S_PER_UNIT = 0.12
+"""Seconds per window-date of the ten-modality training cube (913 in 102 s on the default world, load ~4)."""
+CACHE_S_PER_SAMPLE = 0.5
+COMPLETE_FRACTION = 0.25
+"""About a fifth of the planned window-dates hold all ten modalities whole (227 of 1141 in the default world)."""
+WORLD_S = {"default": 60.0, "small": 6.0}
+API_S = 10.0
+
+
+# -- the plan ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VAEJob:
+    """One ``copgen train-vae`` run of the recipe."""
+
+    key: str
+    steps: int
+    batch_size: int
+    estimate_s: float
+
+
+def vae_jobs(keys: Sequence[str], steps: int | None, batch_size: int | None) -> list[VAEJob]:
+    """The VAE runs, longest first (so ``--jobs`` parallel runs finish close together).
+
+    ``steps``/``batch_size`` override :data:`VAE_RECIPE` for every modality when given.
+    """
+    jobs = []
+    for key in keys:
+        budget = VAE_RECIPE[BY_KEY[key].pixel_size]
+        n, b = steps or budget.steps, batch_size or budget.batch_size
+        jobs.append(VAEJob(key, n, b, budget.seconds(n, b) + VAE_OVERHEAD_S))
+    return sorted(jobs, key=lambda j: (-j.estimate_s, j.key))
+
+
+def _image_modalities(text: str | None) -> tuple[str, ...]:
+    """``--modalities`` as image modality keys in canonical order (all ten when not given)."""
+    if not text:
+        return IMAGE_KEYS
+    from copgen_core.modalities import canonical
+
+    try:
+        mods = canonical([m.strip() for m in text.split(",") if m.strip()])
+    except KeyError as exc:
+        raise BadInput(str(exc.args[0])) from exc
+    scalars = [m.key for m in mods if not m.is_image]
+    if scalars or not mods:
+        raise BadInput(f"--modalities takes image modalities (location and date are always in the model), got "
+                       f"{scalars or 'none'}")
+    return tuple(m.key for m in mods)
+
+
+def time_plan(*, world_cached: bool, preset: str, units: int, jobs: Sequence[VAEJob], parallel: int,
+              backbone_steps: int, backbone_batch: int) -> dict[str, float]:
+    """Estimated seconds per stage on an otherwise idle 2-core CPU (the reference speeds).
+
+    The VAE runs share the machine: ``parallel`` runs overlap their start-up and evaluation passes,
+    but the compute itself does not get faster than the whole machine's speed.
+    """
+    vae_compute = sum(j.estimate_s - VAE_OVERHEAD_S for j in jobs)
+    vae_overhead = VAE_OVERHEAD_S * len(jobs) / max(1, parallel)
+    return {
+        "world": 0.0 if world_cached else WORLD_S.get(preset, 60.0),
+        "preprocess": API_S + PREPROCESS_S_PER_UNIT * units,
+        "vaes": vae_compute + vae_overhead,
+        "cache": CACHE_S_PER_SAMPLE * units * COMPLETE_FRACTION,
+        "backbone": backbone_steps * backbone_batch / 8.0 / BACKBONE_STEPS_PER_S + 30.0,
+        "bundle": 5.0,
+    }
+
+
+def recipe_plan(manifest: Any, cfg: Any, jobs: Sequence[VAEJob], *, world_cached: bool, jobs_at_once: int = 2,
+                backbone_steps: int = BACKBONE_STEPS, backbone_batch: int = 8) -> tuple[int, dict[str, float]]:
+    """(window-dates to preprocess, :func:`time_plan`) of the recipe over ``manifest``'s world.
+
+    ``cfg`` is the :func:`preprocess_config` of that world; ``manifest`` needs ``preset``, ``scenes``
+    and ``dates`` (a :class:`sampleworld.WorldManifest`).
+    """
+    from pipelines.jobs import plan_windows
+
+    units = len(plan_windows(cfg)) * len(manifest.dates["sentinel-2-l2a"])
+    return units, time_plan(world_cached=world_cached, preset=manifest.preset, units=units, jobs=jobs,
+                            parallel=min(jobs_at_once, 2), backbone_steps=backbone_steps,
+                            backbone_batch=backbone_batch)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+# -- the recipe record -----------------------------------------------------------------------------------
+
+
+class Recipe:
+    """``<work>/recipe.json``: one record per finished stage (seconds, identity of its result)."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / RECIPE_FILE
+        self.stages: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            self.stages = dict(json.loads(self.path.read_text()).get("stages", {}))
+
+    def done(self, stage: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """The record of ``stage`` if it finished with this identity."""
+        rec = self.stages.get(stage)
+        return rec if rec is not None and rec.get("identity") == identity else None
+
+    def record(self, stage: str, identity: dict[str, Any], seconds: float, **extra: Any) -> None:
+        self.stages[stage] = {"identity": identity, "seconds": round(seconds, 1), **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stages": self.stages}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+
+
+def _world(world: Path, preset: str) -> tuple[Any, bool]:
+    """The sample world (generated unless a current one is there, with or without TerraMesh)."""
+    from sampleworld import default_terramesh_dir, generate_world, load_manifest
+    from sampleworld.world import is_current
+
+    terramesh = default_terramesh_dir()
+    for candidate in dict.fromkeys((terramesh, None)):
+        if is_current(world, preset=preset, seed=0, terramesh_dir=candidate):
+            return load_manifest(world), True
+    return generate_world(world, preset=preset, seed=0, terramesh_dir=terramesh), False
+
+
+def preprocess_config(manifest: Any, stac_url: str, cube: Path, modalities: Sequence[str] = IMAGE_KEYS) -> Any:
+    """The training cube's job: every scene bbox, every S2 L2A date, the image modalities, no overlap."""
+    from pipelines.config import PreprocessConfig
+
+    boxes = [[float(v) for v in s["bbox"]] for s in manifest.scenes]
+    days = sorted(d[:10] for d in manifest.dates["sentinel-2-l2a"])
+    return PreprocessConfig.model_validate({
+        "stac_url": stac_url, "bbox": boxes[0], "regions": boxes[1:], "start": days[0], "end": days[-1],
+        "output": str(cube), "modalities": list(modalities), "overlap_m": 0.0, "engine": "local"})
+
+
+def _start_api(world: Path, state: Path) -> str:
+    proc = subprocess.run(["bash", str(STAC_API_SCRIPT), "start", "--load", str(world), "--state", str(state),
+                           "--owner-pid", str(os.getpid())], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise click.ClickException(f"the local STAC API did not start:\n{proc.stderr.strip()}\n"
+                                   "Run `make setup` (it installs PostgreSQL + PostGIS) and retry, or pass --stac-url.")
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return env["STAC_API_URL"]
+
+
+def _stop_api(state: Path) -> None:
+    subprocess.run(["bash", str(STAC_API_SCRIPT), "stop", "--state", str(state)], capture_output=True,
+                   stdin=subprocess.DEVNULL)
+
+
+def _preprocess(cfg: Any) -> Any:
+    from pipelines.jobs import JobError, run_preprocess
+
+    try:
+        report = run_preprocess(cfg, progress=False)
+    except JobError as exc:
+        raise click.ClickException(f"preprocessing the training cube failed: {exc}") from exc
+    report.write(f"{cfg.output}.report.json")
+    if not report.ok:
+        raise click.ClickException(f"{report.summary()}\nrerun train-bundled to retry the failed windows "
+                                   f"(report: {cfg.output}.report.json)")
+    return report
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _lower_priority() -> None:
+    os.nice(10)
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """Where the recipe keeps its intermediate results under ``--work``."""
+
+    work: Path
+
+    @property
+    def cube(self) -> Path:
+        return self.work / "train.zarr"
+
+    @property
+    def vaes(self) -> Path:
+        return self.work / "vaes"
+
+    @property
+    def cache(self) -> Path:
+        return self.work / "latents.safetensors"
+
+    @property
+    def run(self) -> Path:
+        return self.work / "backbone"
+
+    @property
+    def logs(self) -> Path:
+        return self.work / "logs"
+
+
+def _vae_state(run_dir: Path, steps: int, spec_hash: str) -> str:
+    """'done', 'resume' (an interrupted run) or 'fresh' for one VAE run directory.
+
+    A finished run with other steps, or trained on another cube, is deleted: the VAE learning rate
+    decays over the run's length, so a run cannot be extended to another length.
+    """
+    info_path = run_dir / "training.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        same_cube = info.get("data", {}).get("cube_spec_hash") == spec_hash
+        if same_cube and int(info.get("steps", -1)) == steps:
+            return "done"
+        click.echo(f"  {run_dir} was trained {'for other steps' if same_cube else 'on another cube'}; deleting it "
+                   "to train again")
+        shutil.rmtree(run_dir)
+        return "fresh"
+    return "resume" if (run_dir / "train_state.pt").is_file() else "fresh"
+
+
+def _train_vaes(jobs: list[VAEJob], *, paths: WorkPaths, seed: int, parallel: int,
+                spec_hash: str) -> dict[str, dict[str, Any]]:
+    """Run the VAE trainings, up to ``parallel`` at once; returns per modality steps, batch, PSNR, seconds.
+
+    Each run is a niced ``copgen train-vae`` process with ``cores // parallel`` threads, logging to
+    ``<work>/logs/vae-<key>.log``. After a failure no new run starts; the running ones finish.
+    """
+    threads = max(1, (os.cpu_count() or 2) // parallel)
+    todo = []
+    for job in jobs:
+        state = _vae_state(paths.vaes / job.key, job.steps, spec_hash)
+        if state == "done":
+            click.echo(f"  vae {job.key}: already trained ({job.steps} steps)")
+        else:
+            todo.append((job, state))
+    running: list[tuple[VAEJob, subprocess.Popen[bytes], float, Any]] = []
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    while todo or running:
+        while todo and len(running) < parallel and not failed:
+            job, state = todo.pop(0)
+            args = ["train-vae", "--cube", str(paths.cube), "--modality", job.key, "--preset", "tiny",
+                    "--steps", str(job.steps), "--batch-size", str(job.batch_size), "--out", str(paths.vaes),
+                    "--seed", str(seed), "--lr", str(VAE_LR), "--lr-decay", "poly", "--log-every", "25"]
+            if state == "resume":
+                args.append("--resume")
+            log_path = paths.logs / f"vae-{job.key}.log"
+            log = open(log_path, "ab")  # noqa: SIM115 - closed when the run ends
+            proc = subprocess.Popen(_cli(*args), cwd=REPO, env=_child_env(threads), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_lower_priority)
+            click.echo(f"  vae {job.key}: {'resuming' if state == 'resume' else 'training'} {job.steps} steps at "
+                       f"batch {job.batch_size}, log {log_path}")
+            running.append((job, proc, time.perf_counter(), log))
+        time.sleep(0.2)
+        for entry in list(running):
+            job, proc, t0, log = entry
+            if proc.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            seconds[job.key] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                failed.append(job.key)
+                click.echo(f"  vae {job.key}: FAILED (exit {proc.returncode}); see {paths.logs / f'vae-{job.key}.log'}",
+                           err=True)
+                continue
+            psnr = _vae_summary(paths.vaes / job.key).get("psnr")
+            click.echo(f"  vae {job.key}: done in {_fmt_s(seconds[job.key])}"
+                       + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else ""))
+        if failed:
+            todo.clear()
+    if failed:
+        raise click.ClickException(f"VAE training failed for {failed}; fix the cause (logs in {paths.logs}) and rerun "
+                                   "train-bundled: finished VAEs are kept, interrupted ones resume")
+    return {j.key: {**_vae_summary(paths.vaes / j.key), "seconds": round(seconds.get(j.key, 0.0), 1)} for j in jobs}
+
+
+def _vae_summary(run_dir: Path) -> dict[str, Any]:
+    info = json.loads((run_dir / "training.json").read_text()) if (run_dir / "training.json").is_file() else {}
+    evaluation = info.get("evaluation") or {}
+    return {"steps": info.get("steps"), "batch_size": info.get("data", {}).get("batch_size"),
+            "psnr": evaluation.get("psnr"), "scale_factor": info.get("scale_factor")}
+
+
+def _build_cache(paths: WorkPaths, modalities: Sequence[str], batch_size: int) -> int:
+    """Encode every sample complete in all ``modalities`` once (``copgen train`` then finds the file).
+
+    A cache left by other VAE weights or another cube is deleted and encoded again. Returns the sample count.
+    """
+    import torch
+
+    from copgen_core.checkpoints import load_vae
+    from transforms.dataset import (
+        CubeDataset,
+        DatasetError,
+        check_cache_vaes,
+        encode_latents,
+        read_cache_metadata,
+    )
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    vaes = {k: load_vae(paths.vaes / k, k) for k in modalities}
+    keys = [*modalities, "3d_cartesian_lat_lon", "mean_timestamps"]
+    if paths.cache.exists():
+        try:
+            check_cache_vaes(paths.cache, vaes)
+            CubeDataset(str(paths.cube), keys, split="all", latent_cache=paths.cache)
+            return len(read_cache_metadata(paths.cache)["samples"])
+        except DatasetError as exc:
+            click.echo(f"  encoding the latent cache again: {exc}")
+            paths.cache.unlink()
+    try:
+        dataset = CubeDataset(str(paths.cube), keys, split="all")
+    except DatasetError as exc:
+        raise click.ClickException(f"the training cube has no sample complete in all of {list(modalities)}: {exc}") from exc
+    click.echo(f"  encoding {len(dataset)} samples (skipped, not complete in every modality: {dataset.skipped or 0})")
+    encode_latents(dataset, vaes, paths.cache, batch_size=batch_size)
+    return len(dataset)
+
+
+def _stream(cmd: list[str], log_path: Path, prefix: str, env: dict[str, str]) -> int:
+    """Run ``cmd`` niced, echoing its output with ``prefix`` and appending it to ``log_path``; its exit code."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=_lower_priority)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            text = line.decode(errors="replace").rstrip()
+            if text and not text.startswith("checkpoint step"):
+                click.echo(f"{prefix}{text}")
+        return proc.wait()
+
+
+def _train_backbone(paths: WorkPaths, recipe: Recipe, cache_id: dict[str, Any], *, steps: int, batch_size: int,
+                    seed: int) -> dict[str, Any]:
+    """``copgen train`` from the latent cache; resumes an interrupted run of the same cache, else starts over."""
+    started = recipe.stages.get("backbone-started", {}).get("identity")
+    if paths.run.exists() and started != cache_id:
+        click.echo(f"  {paths.run} was trained on other latents; deleting it to train again")
+        shutil.rmtree(paths.run)
+    recipe.record("backbone-started", cache_id, 0.0)
+    info_path = paths.run / "bundle.json"
+    if info_path.is_file() and int(json.loads(info_path.read_text()).get("steps", -1)) == steps:
+        return {}
+    args = ["train", "--cube", str(paths.cube), "--vae-dir", str(paths.vaes), "--preset", "tiny",
+            "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(BACKBONE_LR),
+            "--warmup-steps", str(min(BACKBONE_WARMUP, steps)), "--ema-rate", str(BACKBONE_EMA_RATE),
+            "--modality-dropout", str(MODALITY_DROPOUT), "--condition-dropout", str(CONDITION_DROPOUT),
+            "--latent-cache", str(paths.cache), "--out", str(paths.run), "--seed", str(seed), "--log-every", "50"]
+    if (paths.run / "train_state.pt").is_file():
+        args.append("--resume")
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    rc = _stream(_cli(*args), paths.logs / "backbone.log", "  ", _child_env(os.cpu_count() or 1))
+    if rc != 0:
+        raise click.ClickException(f"backbone training failed (exit {rc}); see {paths.logs / 'backbone.log'}, fix the "
+                                   "cause and rerun train-bundled (it resumes from the last checkpoint)")
+    return {}
+
+
+def _bundle_current(out: Path, training: dict[str, Any]) -> bool:
+    """Whether ``out`` is already the fp16 bundle of this backbone run."""
+    meta_path = out / "bundle.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    run = (meta.get("recipe") or {}).get("backbone_training") or {}
+    return bool(run) and run.get("backbone_sha256") == training.get("backbone_sha256")
+
+
+def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, training: dict[str, Any],
+                 samples: int | None, stage_seconds: dict[str, float], vaes: dict[str, Any], seed: int, steps: int,
+                 batch_size: int, jobs: int) -> dict[str, Any]:
+    """The bundle's ``bundle.json`` provenance: command, seed, steps, data identity, time per stage."""
+    from pipelines.cmd_train import provenance
+
+    config = {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
+              "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
+              "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
+              "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny"}
+    data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
+            "split": training.get("data", {}).get("split")}
+    recipe = {"stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+              "total_seconds": round(sum(stage_seconds.values()), 1), "vaes": vaes,
+              "backbone_run": str(paths.run), "backbone_training": training}
+    return provenance("bundle", seed=seed, steps=steps, config=config, data=data, history=[],
+                      evaluation=training.get("evaluation"),
+                      extra={"name": "copgen-bundled", "weights_dtype": "float16", "recipe": recipe,
+                             "description": "tiny COP-GEN (1.7 M-parameter backbone, ten tiny VAEs) trained on the "
+                                            "sample world by copgen train-bundled; see docs/model-card.md"})
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _write_bundle(run_dir: Path, out: Path, info: dict[str, Any]) -> int:
+    """Write the fp16 bundle next to ``out``, check its size, then swap it in; returns its size in bytes."""
+    import torch
+
+    from copgen_core.bundle import BUNDLE_FILE, save_bundle
+    from copgen_core.checkpoints import load_backbone, load_vae
+
+    backbone = load_backbone(run_dir / "backbone")
+    vaes = {k: load_vae(run_dir / "vae" / k, k) for k in sorted(p.name for p in (run_dir / "vae").iterdir())}
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_bundle(tmp, backbone, vaes, info=info, dtype=torch.float16)
+    size = _dir_bytes(tmp)
+    if size > MAX_BUNDLE_BYTES:
+        raise click.ClickException(f"the bundle is {size / 1e6:.1f} MB, over the {MAX_BUNDLE_BYTES / 1e6:.0f} MB the "
+                                   f"repository can ship (left in {tmp}); use fewer or smaller VAEs")
+    meta = json.loads((tmp / BUNDLE_FILE).read_text())
+    meta["size_bytes"] = size
+    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return size
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace anything at ``--out`` but a bundle this recipe wrote."""
+    if not out.exists():
+        return
+    meta_path = out / "bundle.json"
+    recipe = json.loads(meta_path.read_text()).get("recipe") if meta_path.is_file() else None
+    if recipe is None and any(out.iterdir()):
+        raise BadInput(f"--out {out} holds something that is not a bundle written by train-bundled; choose another "
+                       "--out or move it away")
+
+
+def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Callable[[], dict[str, Any]],
+               seconds: dict[str, float], *, present: bool = True) -> dict[str, Any]:
+    """Run ``action`` unless ``recipe`` records the stage done with ``identity`` and its result is ``present``.
+
+    Returns the stage's record; ``seconds[name]`` is this run's time (0 when skipped).
+    """
+    done = recipe.done(name, identity)
+    if done is not None and present:
+        click.echo(f"[{name}] done before (in {_fmt_s(float(done.get('seconds', 0.0)))}); skipped")
+        seconds[name] = 0.0
+        return done
+    click.echo(f"[{name}]")
+    t0 = time.perf_counter()
+    extra = action()
+    seconds[name] = time.perf_counter() - t0
+    recipe.record(name, identity, seconds[name], **extra)
+    return recipe.stages[name]
+
+
+@click.command("train-bundled")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="the bundle directory ('--model bundled' resolves to models/bundled).")
+@click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=Path("out/world"),
+              show_default=True, help="sample world folder (generated there unless a matching one exists).")
+@click.option("--preset", type=click.Choice(["default", "small"]), default="default", show_default=True,
+              help="sample-world preset ('small' for smoke runs).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("out/train-bundled"),
+              show_default=True, help="cube, VAEs, latent cache, backbone run, logs and the stage record.")
+@click.option("--vae-steps", type=click.IntRange(min=1), default=None,
+              help="steps of every VAE [default: by pixel size, 120 at 192 px ... 1000 at 32 px].")
+@click.option("--vae-batch-size", type=click.IntRange(min=1), default=None,
+              help="batch of every VAE [default: 4 at 192 px, else 8].")
+@click.option("--backbone-steps", type=click.IntRange(min=1), default=BACKBONE_STEPS, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="backbone batch.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of every training run.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="VAE trainings run at once (each gets cores/jobs threads).")
+@click.option("--stac-url", default=None,
+              help="use this STAC API (it must serve the world) instead of starting a private local one.")
+@click.option("--modalities", default=None,
+              help="comma-separated image modalities of the bundle [default: all ten] (smaller bundles, smoke runs).")
+@click.option("--until", type=click.Choice(STAGES), default="bundle", show_default=True,
+              help="stop after this stage (a later run continues from there).")
+def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | None, vae_batch_size: int | None,
+            backbone_steps: int, batch_size: int, seed: int, jobs: int, stac_url: str | None, modalities: str | None,
+            until: str) -> None:
+    """Train the bundled model end to end: world -> cube -> 10 VAEs -> backbone -> fp16 bundle.
+
+    \b
+    Example (about 50 minutes on an idle 2-core CPU; see docs/model-card.md):
+      copgen train-bundled                       # writes models/bundled
+      copgen train-bundled --preset small --vae-steps 2 --backbone-steps 2 --out /tmp/b   # smoke run
+
+    A rerun skips every finished stage (recorded in <work>/recipe.json) and resumes interrupted
+    trainings from their checkpoints. Exit codes: 0 done; 1 a stage failed; 2 bad input.
+    """
+    t_start = time.perf_counter()
+    keys = _image_modalities(modalities)
+    out, world, work = out.resolve(), world.resolve(), work.resolve()
+    _check_out(out)
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = Recipe(work)
+    seconds: dict[str, float] = {}
+    paths = WorkPaths(work)
+
+    click.echo(f"[world] {preset} sample world in {world}")
+    t0 = time.perf_counter()
+    manifest, world_cached = _world(world, preset)
+    seconds["world"] = time.perf_counter() - t0
+    world_id = {"preset": manifest.preset, "seed": manifest.seed, "config_hash": manifest.config_hash}
+    if not world_cached or recipe.done("world", world_id) is None:
+        recipe.record("world", world_id, seconds["world"], reused=world_cached)
+    if until == "world":
+        return
+
+    cfg = preprocess_config(manifest, stac_url or "http://127.0.0.1:0", paths.cube, keys)
+    vjobs = vae_jobs(keys, vae_steps, vae_batch_size)
+    units, plan = recipe_plan(manifest, cfg, vjobs, world_cached=world_cached, jobs_at_once=jobs,
+                              backbone_steps=backbone_steps, backbone_batch=batch_size)
+    click.echo(f"time plan ({units} window-dates; reference speeds of an idle 2-core CPU; finished stages are "
+               "skipped):")
+    for name in STAGES:
+        click.echo(f"  {name:<11} ~{_fmt_s(plan[name])}")
+    click.echo(f"  {'total':<11} ~{_fmt_s(sum(plan.values()))}")
+
+    cube_id = {"world": world_id, "modalities": list(keys)}
+
+    def preprocess() -> dict[str, Any]:
+        before = recipe.stages.get("preprocess", {}).get("identity")
+        if before is not None and before != cube_id and paths.cube.exists():
+            click.echo(f"  {paths.cube} holds another world or modalities; deleting it to preprocess again")
+            shutil.rmtree(paths.cube)
+        state = work / ".services" / "stac-api"
+        url = stac_url or _start_api(world, state)
+        try:
+            report = _preprocess(cfg.model_copy(update={"stac_url": url}))
+        finally:
+            if stac_url is None:
+                _stop_api(state)
+        click.echo(f"  {report.summary().splitlines()[0]}")
+        return {"windows_planned": report.planned}
+
+    _run_stage("preprocess", recipe, cube_id, preprocess, seconds, present=paths.cube.is_dir())
+    from transforms.cube import load_spec
+
+    spec_hash = load_spec(str(paths.cube)).spec_hash
+    if until == "preprocess":
+        return
+
+    vae_id = {"cube_spec_hash": spec_hash, "seed": seed, "lr": VAE_LR,
+              "runs": {j.key: [j.steps, j.batch_size] for j in sorted(vjobs, key=lambda j: j.key)}}
+    vae_record = _run_stage(
+        "vaes", recipe, vae_id,
+        lambda: {"vaes": _train_vaes(vjobs, paths=paths, seed=seed, parallel=jobs, spec_hash=spec_hash)},
+        seconds, present=all((paths.vaes / k / "training.json").is_file() for k in keys))
+    if until == "vaes":
+        return
+
+    cache_id = {"vaes": vae_id}
+    cache_record = _run_stage("cache", recipe, cache_id,
+                              lambda: {"samples": _build_cache(paths, keys, batch_size)}, seconds,
+                              present=paths.cache.is_file())
+    if until == "cache":
+        return
+
+    backbone_id = {"cache": cache_id, "steps": backbone_steps, "batch_size": batch_size, "seed": seed}
+    _run_stage("backbone", recipe, backbone_id,
+               lambda: _train_backbone(paths, recipe, cache_id, steps=backbone_steps, batch_size=batch_size,
+                                       seed=seed),
+               seconds, present=(paths.run / "bundle.json").is_file())
+    if until == "backbone":
+        return
+
+    training = json.loads((paths.run / "bundle.json").read_text())
+    if _bundle_current(out, training):
+        click.echo(f"[bundle] {out} already holds this backbone run; skipped")
+        return
+    stage_seconds = {name: float(recipe.stages.get(name, {}).get("seconds", 0.0)) for name in STAGES[:-1]}
+    info = _bundle_info(world_id=world_id, spec_hash=spec_hash, paths=paths, training=training,
+                        samples=cache_record.get("samples"), stage_seconds=stage_seconds,
+                        vaes=vae_record.get("vaes") or {}, seed=seed, steps=backbone_steps,
+                        batch_size=batch_size, jobs=jobs)
+    click.echo(f"[bundle] fp16 -> {out}")
+    t0 = time.perf_counter()
+    size = _write_bundle(paths.run, out, info)
+    seconds["bundle"] = time.perf_counter() - t0
+    total = time.perf_counter() - t_start
+    click.echo(f"wrote bundle {out}: {size / 1e6:.2f} MB (limit {MAX_BUNDLE_BYTES / 1e6:.0f} MB)")
+    click.echo("wall time per stage in this run (0 s = done before): "
+               + ", ".join(f"{k} {_fmt_s(v)}" for k, v in seconds.items()) + f"; total {_fmt_s(total)}")
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,134 @@
+"""``copgen train-bundled``: the one-command recipe of the bundled model (plan, guards, smoke run, resume)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines.cmd_train_bundled import (
+    IMAGE_KEYS,
+    MAX_BUNDLE_BYTES,
+    STAGES,
+    command,
+    preprocess_config,
+    recipe_plan,
+    vae_jobs,
+)
+from tests.paths import REPO
+from tests.pipelines.helpers import main_area_bbox, run_cli
+
+
+def copgen(module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """A copgen subcommand's module in a fresh process, as ``copgen <command>`` runs it."""
+    return subprocess.run([sys.executable, "-m", f"pipelines.{module}", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def default_world_manifest() -> Any:
+    """What the recipe reads from the default world's manifest, from its plan alone (nothing generated)."""
+    from sampleworld import plan_world
+
+    plan = plan_world(preset="default")
+    return SimpleNamespace(preset="default", scenes=[{"bbox": list(s.bbox_lonlat())} for s in plan.scenes],
+                           dates={"sentinel-2-l2a": list(plan.dates("sentinel-2-l2a"))})
+
+
+def test_training_cube_covers_every_scene_date_and_image_modality() -> None:
+    manifest = default_world_manifest()
+    cfg = preprocess_config(manifest, "http://127.0.0.1:1", Path("/tmp/train.zarr"))
+    assert len(cfg.bboxes) == len(manifest.scenes) == 9
+    assert [v for b in cfg.bboxes for v in b] == pytest.approx([v for s in manifest.scenes for v in s["bbox"]])
+    dates = manifest.dates["sentinel-2-l2a"]
+    assert (str(cfg.start), str(cfg.end)) == (min(dates), max(dates))
+    assert tuple(cfg.modalities) == IMAGE_KEYS and len(IMAGE_KEYS) == 10
+    assert cfg.overlap_m == 0  # training needs whole windows
+
+
+def test_default_recipe_is_planned_to_fit_an_hour_on_the_development_cpu() -> None:
+    manifest = default_world_manifest()
+    cfg = preprocess_config(manifest, "http://127.0.0.1:1", Path("/tmp/train.zarr"))
+    units, plan = recipe_plan(manifest, cfg, vae_jobs(IMAGE_KEYS, None, None), world_cached=False)
+    assert units > 500
+    assert set(plan) == set(STAGES)
+    assert sum(plan.values()) <= 60 * 60
+    assert max(plan, key=lambda k: plan[k]) == "vaes"
+
+
+def test_vae_budget_follows_pixel_size_and_flags_override_it() -> None:
+    jobs = vae_jobs(IMAGE_KEYS, None, None)
+    assert len(jobs) == 10
+    by_key = {j.key: j for j in jobs}
+    assert by_key["S2L2A_B02_B03_B04_B08"].batch_size < by_key["S2L2A_B01_B09"].batch_size
+    assert by_key["S2L2A_B02_B03_B04_B08"].steps < by_key["DEM_DEM"].steps < by_key["S2L2A_B01_B09"].steps
+    assert [j.estimate_s for j in jobs] == sorted((j.estimate_s for j in jobs), reverse=True)  # longest first
+    assert {(j.steps, j.batch_size) for j in vae_jobs(IMAGE_KEYS, 3, 2)} == {(3, 2)}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--modalities", "latlon"], "image modalities"),
+    (["--modalities", "s2l2a_5m"], "unknown modality"),
+])
+def test_bad_modalities_exit_2_before_anything_runs(tmp_path: Path, flags: list[str], message: str) -> None:
+    result = CliRunner().invoke(command, ["--out", str(tmp_path / "b"), "--work", str(tmp_path / "w"), *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_out_that_is_not_a_recipe_bundle_is_never_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(command, ["--out", str(out), "--work", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    assert "not a bundle written by train-bundled" in result.output
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_small_fp16_bundle_that_loads_generates_and_resumes(
+        stac_api_world: Any, small_world: Any, small_world_dir: Path, tmp_path: Path) -> None:
+    from copgen_core.bundle import load_model
+    from transforms.cube import load_spec
+
+    out, work = tmp_path / "bundle", tmp_path / "work"
+    args = ["--out", str(out), "--world", str(small_world_dir), "--preset", "small", "--work", str(work),
+            "--modalities", "dem,s2l2a_60m", "--vae-steps", "2", "--vae-batch-size", "2", "--backbone-steps", "2",
+            "--batch-size", "2", "--stac-url", stac_api_world.url]
+    proc = copgen("cmd_train_bundled", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "time plan" in proc.stdout and "MB (limit 30 MB)" in proc.stdout
+
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["command"].startswith("copgen train-bundled") and "--backbone-steps 2" in meta["command"]
+    assert meta["seed"] == 0 and meta["steps"] == 2 and meta["weights_dtype"] == "float16"
+    assert meta["data"]["cube_spec_hash"] == load_spec(str(work / "train.zarr")).spec_hash
+    assert meta["data"]["world"]["preset"] == "small" and meta["data"]["samples"] >= 1
+    assert set(meta["recipe"]["stage_seconds"]) == set(STAGES) - {"bundle"}
+    assert {k: v["steps"] for k, v in meta["recipe"]["vaes"].items()} == {"DEM_DEM": 2, "S2L2A_B01_B09": 2}
+    assert meta["recipe"]["backbone_training"]["config"]["modality_dropout"] > 0
+    assert meta["recipe"]["backbone_training"]["config"]["condition_dropout"] > 0
+    assert 0 < meta["size_bytes"] <= MAX_BUNDLE_BYTES
+    assert json.loads((out / "backbone" / "config.json").read_text())["dtype"] == "float16"
+    assert load_model(str(out)).modalities == ("3d_cartesian_lat_lon", "DEM_DEM", "S2L2A_B01_B09", "mean_timestamps")
+
+    day = small_world.dates["sentinel-2-l2a"][-1][:10]
+    gen = run_cli("generate", "--model", str(out), "--stac-url", stac_api_world.url,
+                  "--bbox", main_area_bbox(small_world, 0.3), "--start", day, "--conditions", "dem,latlon,date",
+                  "--targets", "s2l2a_60m", "--members", "1", "--steps", "2", "--output", str(tmp_path / "gen.zarr"),
+                  "--quiet")
+    assert gen.returncode == 0, gen.stderr[-3000:]
+
+    before = (out / "bundle.json").read_bytes()
+    again = copgen("cmd_train_bundled", *args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    skipped = [line.split("]")[0] for line in again.stdout.splitlines() if line.startswith("[") and "skipped" in line]
+    assert skipped == ["[preprocess", "[vaes", "[cache", "[backbone", "[bundle"]
+    assert "[vaes]\n" not in again.stdout and (out / "bundle.json").read_bytes() == before
