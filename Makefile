@@ -31,7 +31,7 @@ bench-gpu: setup
 
 lint: setup
 	$(PY) -m ruff check .
-	$(PY) -m mypy copgen_core
+	$(PY) -m mypy copgen_core transforms pipelines
 
 clean:
 	rm -rf out .services

@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,7 +98,7 @@ def _search(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, Selectio
     """Every item that may feed the request: time-varying collections within max_days of the period."""
     start, end = cfg.period
     items: list[CatalogItem] = []
-    collections = sorted({BY_KEY[k].collection for k in modalities if BY_KEY[k].collection})
+    collections = sorted({c for k in modalities if (c := BY_KEY[k].collection) is not None})
     for collection in collections:
         rule = rules.get(collection)
         static = collection.startswith(("cop-dem", "io-lulc"))
@@ -234,8 +234,9 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
                        config=_provenance_config(cfg))
     options = EngineOptions(cfg.engine, cfg.workers, cfg.scheduler, progress=progress)
     fn = functools.partial(preprocess_batch, modalities=image_mods, cube=spec)
-    runner = {"dask": run_dask, "beam": functools.partial(run_beam_batches, extra_args=beam_args)}.get(
-        cfg.engine, run_local)
+    runners: dict[str, Callable[..., list[Any]]] = {
+        "local": run_local, "dask": run_dask, "beam": functools.partial(run_beam_batches, extra_args=beam_args)}
+    runner = runners[cfg.engine]
     outcomes = runner(_batches(todo, 8), fn, options) if todo else []
     report = _finish(report, spec, units, outcomes, t0)
     if cfg.latents and "://" not in cfg.output:

@@ -232,7 +232,7 @@ def read_tile(unit: WorkUnit, modalities: Sequence[str]) -> Tile:
                 filled |= take
                 if src.item_id not in used:
                     used.append(src.item_id)
-        valid = np.isfinite(data).all(axis=0)
+        valid: np.ndarray = np.asarray(np.isfinite(data).all(axis=0))
         tile.arrays[key] = data
         tile.valid[key] = valid
         tile.geoboxes[key] = geobox
