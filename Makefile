@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-fast bench bench-gpu lint world check-reference clean
+.PHONY: setup demo test test-fast bench bench-gpu lint world check-reference train-bundled clean
 
 setup:
 	@bash infra/local/setup.sh
@@ -23,6 +23,9 @@ world: setup
 check-reference: setup
 	$(PY) -m pipelines.cli check-reference ../shared/reference/copgen
 
+train-bundled: setup
+	$(PY) -m pipelines.cli train-bundled --out models/bundled
+
 bench: setup
 	$(PY) bench/run.py --json out/bench.json
 
@@ -34,4 +37,5 @@ lint: setup
 	$(PY) -m mypy copgen_core transforms pipelines
 
 clean:
+	-bash infra/local/stac-api.sh stop; bash infra/local/gcs-emulator.sh stop || true
 	rm -rf out .services

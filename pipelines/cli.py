@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, str] = {
     "train-vae": "cmd_train_vae",
     "gapfill": "cmd_gapfill",
     "seamless": "cmd_seamless",
+    "evaluate": "cmd_evaluate",
+    "train-bundled": "cmd_train_bundled",
 }
 
 
