@@ -204,10 +204,19 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
     return _finish(report, spec, units, outcomes, t0)
 
 
-def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
-    """Run ``copgen preprocess``: real tiles of every requested modality at each acquisition date."""
-    t0 = time.perf_counter()
-    image_mods = [k for k in cfg.modalities if BY_KEY[k].is_image]
+def plan_acquisition_units(cfg: JobConfig, image_mods: Sequence[str]
+                           ) -> tuple[list[Window], list[datetime], list[WorkUnit]]:
+    """Windows, acquisition days and work units as ``copgen preprocess`` plans them.
+
+    The time axis is the anchor collection's acquisition days in the period (S2 L2A, else L1C, else S1);
+    L1C of the same acquisition joins L2A; every other collection follows the job's selection rules.
+    Units without an anchor acquisition are left out.
+
+    Raises
+    ------
+    JobError
+        Bad bbox/overlap (code 2) or an unavailable catalog (code 3).
+    """
     try:
         windows = plan_windows(cfg)
     except PlanError as exc:
@@ -225,6 +234,14 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
             rules.setdefault("sentinel-2-l1c", SelectionRule("sentinel-2-l1c", max_days=0.999))
     units = [u for u in plan_units(windows, days, items, image_mods, rules)
              if anchor is None or any(BY_KEY[k].collection == anchor for k in dict(u.sources))]
+    return windows, days, units
+
+
+def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
+    """Run ``copgen preprocess``: real tiles of every requested modality at each acquisition date."""
+    t0 = time.perf_counter()
+    image_mods = [k for k in cfg.modalities if BY_KEY[k].is_image]
+    windows, days, units = plan_acquisition_units(cfg, image_mods)
     spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_mods),
                     windows=tuple(windows), times=tuple(days), members=None, stats=False,
                     attrs={"job": "preprocess", "config": _provenance_config(cfg)})

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -625,26 +623,9 @@ def read_state(output: str, storage_options: Mapping[str, Any] | None = None) ->
 
 
 def put_atomic(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write one object atomically: a temp file + ``os.replace`` locally, one put on object stores."""
-    from fsspec.implementations.local import LocalFileSystem
-
+    """Write one object atomically (see :func:`transforms.ledger.put_object`)."""
     fs, path = ledger.filesystem(url, storage_options)
-    if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
-        return
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ledger.put_object(fs, path, data)
 
 
 def write_state(output: str, state: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> None:

@@ -69,7 +69,7 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+def put_object(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write one object atomically: a temp file + ``os.replace`` locally, one put elsewhere."""
     if isinstance(fs, LocalFileSystem):
         folder = os.path.dirname(path)
@@ -135,7 +135,7 @@ def mark_done(
         "provenance": dict(provenance),
     }
     fs, path = _path(url, storage_options, DONE, key, time_index)
-    _put(fs, path, encode_record(record))
+    put_object(fs, path, encode_record(record))
 
 
 def mark_failed(
@@ -156,7 +156,7 @@ def mark_failed(
         "provenance": dict(provenance or {}),
     }
     fs, path = _path(url, storage_options, FAILED, key, time_index)
-    _put(fs, path, encode_record(record))
+    put_object(fs, path, encode_record(record))
 
 
 def read_record(
