@@ -255,17 +255,20 @@ def _preprocess(cfg: Any) -> Any:
     return report
 
 
+NICENESS = 10
+"""Training subprocesses run niced, so that an interactive machine stays usable."""
+
+
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", *args]
+    """A niced ``copgen`` subcommand (``nice`` rather than ``preexec_fn``: the parent may hold torch threads)."""
+    nice = shutil.which("nice")
+    prefix = [nice, "-n", str(NICENESS)] if nice else []
+    return [*prefix, sys.executable, "-m", "pipelines.cli", *args]
 
 
 def _child_env(threads: int) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
             "PYTHONUNBUFFERED": "1"}
-
-
-def _lower_priority() -> None:
-    os.nice(10)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ def _train_vaes(jobs: list[VAEJob], *, paths: WorkPaths, seed: int, parallel: in
             log_path = paths.logs / f"vae-{job.key}.log"
             log = open(log_path, "ab")  # noqa: SIM115 - closed when the run ends
             proc = subprocess.Popen(_cli(*args), cwd=REPO, env=_child_env(threads), stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_lower_priority)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             click.echo(f"  vae {job.key}: {'resuming' if state == 'resume' else 'training'} {job.steps} steps at "
                        f"batch {job.batch_size}, log {log_path}")
             running.append((job, proc, time.perf_counter(), log))
@@ -416,10 +419,10 @@ def _build_cache(paths: WorkPaths, modalities: Sequence[str], batch_size: int) -
 
 
 def _stream(cmd: list[str], log_path: Path, prefix: str, env: dict[str, str]) -> int:
-    """Run ``cmd`` niced, echoing its output with ``prefix`` and appending it to ``log_path``; its exit code."""
+    """Run ``cmd``, echoing its output with ``prefix`` and appending it to ``log_path``; returns its exit code."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_lower_priority)
+                                stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -601,7 +604,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     if not world_cached or recipe.done("world", world_id) is None:
         recipe.record("world", world_id, seconds["world"], reused=world_cached)
     if until == "world":
-        return
+        return _stopped("world")
 
     cfg = preprocess_config(manifest, stac_url or "http://127.0.0.1:0", paths.cube, keys)
     vjobs = vae_jobs(keys, vae_steps, vae_batch_size)
@@ -635,7 +638,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
 
     spec_hash = load_spec(str(paths.cube)).spec_hash
     if until == "preprocess":
-        return
+        return _stopped("preprocess")
 
     vae_id = {"cube_spec_hash": spec_hash, "seed": seed, "lr": VAE_LR,
               "runs": {j.key: [j.steps, j.batch_size] for j in sorted(vjobs, key=lambda j: j.key)}}
@@ -644,14 +647,14 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
         lambda: {"vaes": _train_vaes(vjobs, paths=paths, seed=seed, parallel=jobs, spec_hash=spec_hash)},
         seconds, present=all((paths.vaes / k / "training.json").is_file() for k in keys))
     if until == "vaes":
-        return
+        return _stopped("vaes")
 
     cache_id = {"vaes": vae_id}
     cache_record = _run_stage("cache", recipe, cache_id,
                               lambda: {"samples": _build_cache(paths, keys, batch_size)}, seconds,
                               present=paths.cache.is_file())
     if until == "cache":
-        return
+        return _stopped("cache")
 
     backbone_id = {"cache": cache_id, "steps": backbone_steps, "batch_size": batch_size, "seed": seed}
     _run_stage("backbone", recipe, backbone_id,
@@ -659,7 +662,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
                                        seed=seed),
                seconds, present=(paths.run / "bundle.json").is_file())
     if until == "backbone":
-        return
+        return _stopped("backbone")
 
     training = json.loads((paths.run / "bundle.json").read_text())
     if _bundle_current(out, training):
@@ -678,6 +681,10 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     click.echo(f"wrote bundle {out}: {size / 1e6:.2f} MB (limit {MAX_BUNDLE_BYTES / 1e6:.0f} MB)")
     click.echo("wall time per stage in this run (0 s = done before): "
                + ", ".join(f"{k} {_fmt_s(v)}" for k, v in seconds.items()) + f"; total {_fmt_s(total)}")
+
+
+def _stopped(stage: str) -> None:
+    click.echo(f"stopped after the {stage} stage (--until); run again without --until to continue")
 
 
 if __name__ == "__main__":

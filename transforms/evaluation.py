@@ -25,7 +25,8 @@ Metrics (``copgen_core.metrics``), per experiment and target:
   ratio and the coverage of the truth by the members' 5-95 % interval;
 - class maps (LULC, cloud mask): pixel accuracy and mIoU of the members, of the per-pixel mode, and
   best-of-N accuracy;
-- location: great-circle error (km); date: error in days (members, ensemble median, best-of-N).
+- location: great-circle error (km); date: error in days (mean and median over members and samples,
+  and best-of-N).
 
 Across experiments: the ratio of the ensemble-mean MAE of each conditional experiment to the
 unconditional one (same tiles, same targets; below 1 means the conditions help), and for S2/S1 targets
@@ -405,7 +406,6 @@ class ScalarScores:
         unit = "km" if self.modality.kind is Kind.LATLON else "days"
         return {"kind": self.modality.kind.value, "units": unit, "samples": int(err.shape[0]),
                 "member": {"mean_error": float(err.mean()), "median_error": float(np.median(err))},
-                "ensemble_median": {"mean_error": float(np.median(err, axis=1).mean())},
                 "best_of_n": {"mean_error": float(best.mean())}}
 
 
