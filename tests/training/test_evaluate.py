@@ -15,7 +15,6 @@ import pytest
 
 from copgen_core.modalities import BY_KEY
 from tests.paths import REPO
-from tests.pipelines.helpers import main_area_bbox
 from transforms.dataset import CubeDataset, split_of
 from transforms.evaluation import (
     DEFAULT_EXPERIMENTS,
@@ -193,10 +192,11 @@ def _finite_numbers(node: Any) -> list[float]:
 
 
 @pytest.mark.slow
-def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_world: Any, tmp_path: Path) -> None:
+def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_world: Any, small_world_dir: Path,
+                                                    tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     proc = copgen("cmd_evaluate", "--model", "random:tiny", "--stac-url", stac_api_world.url,
-                  "--bbox", main_area_bbox(small_world), "--start", "2021-10-01", "--end", "2022-09-30",
+                  "--world", str(small_world_dir),  # every scene and S2 date of the world
                   "--experiments", f"s2l2a_from_static,{UNCONDITIONAL},lulc_latlon_date_from_s2l2a",
                   "--members", "3", "--steps", "1", "--max-samples", "2", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -204,6 +204,9 @@ def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_
     report = json.loads(out.read_text())
     assert report["split"] == {"split": "val", "val_fraction": 0.1, "split_seed": 42}
     data = report["data"]
+    assert len(data["bboxes"]) == len(small_world.scenes)
+    assert (data["start"], data["end"]) == (small_world.dates["sentinel-2-l2a"][0][:10],
+                                            small_world.dates["sentinel-2-l2a"][-1][:10])
     assert 1 <= data["evaluated"] <= 2 and data["held_out_samples"] < data["planned_samples"]
     assert all(split_of(WindowKey.parse(k), 0.1, 42) == "val" for k in data["held_out_windows"])
     exps = report["experiments"]
