@@ -103,32 +103,11 @@ def model_split(ref: str) -> dict[str, Any]:
 
 def _plan_units(cfg: EvaluateConfig, modalities: list[str]) -> list[Any]:
     """Work units as ``copgen preprocess`` plans them: one per window and S2 L2A acquisition day."""
-    from datetime import datetime
-
     from copgen_core.modalities import BY_KEY
-    from pipelines.jobs import JobError, _anchor_collection, _catalog, _rules, plan_windows
-    from transforms.select import SelectionRule
-    from transforms.tiles import plan_units
-    from transforms.windows import PlanError
+    from pipelines.jobs import plan_acquisition_units
 
-    image_mods = [k for k in modalities if BY_KEY[k].is_image]
-    try:
-        windows = plan_windows(cfg)
-    except PlanError as exc:
-        raise JobError(str(exc)) from exc
-    rules = _rules(cfg)
-    items = _catalog(cfg, image_mods, rules)
-    start, end = cfg.period
-    anchor = _anchor_collection(image_mods)
-    anchored = [i for i in items if i.collection == anchor and start <= i.datetime <= end]
-    days = sorted({datetime(i.datetime.year, i.datetime.month, i.datetime.day, tzinfo=i.datetime.tzinfo)
-                   for i in anchored}) or [start]
-    if anchor is not None:
-        rules.setdefault(anchor, SelectionRule(anchor, max_days=0.999))
-        if anchor == "sentinel-2-l2a":
-            rules.setdefault("sentinel-2-l1c", SelectionRule("sentinel-2-l1c", max_days=0.999))
-    return [u for u in plan_units(windows, days, items, image_mods, rules)
-            if anchor is None or any(BY_KEY[k].collection == anchor for k in dict(u.sources))]
+    _, _, units = plan_acquisition_units(cfg, [k for k in modalities if BY_KEY[k].is_image])
+    return units
 
 
 def _world_regions(world_dir: Path, flags: dict[str, Any]) -> dict[str, Any]:

@@ -551,7 +551,8 @@ def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Call
 
 
 @click.command("train-bundled")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
+              show_default="<repository>/models/bundled",
               help="the bundle directory ('--model bundled' resolves to models/bundled).")
 @click.option("--world", type=click.Path(file_okay=False, path_type=Path), default=Path("out/world"),
               show_default=True, help="sample world folder (generated there unless a matching one exists).")
@@ -563,7 +564,8 @@ def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Call
               help="steps of every VAE [default: by pixel size, 120 at 192 px ... 1000 at 32 px].")
 @click.option("--vae-batch-size", type=click.IntRange(min=1), default=None,
               help="batch of every VAE [default: 4 at 192 px, else 8].")
-@click.option("--backbone-steps", type=click.IntRange(min=1), default=BACKBONE_STEPS, show_default=True)
+@click.option("--backbone-steps", type=click.IntRange(min=1), default=BACKBONE_STEPS, show_default=True,
+              help="backbone optimiser steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="backbone batch.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="seed of every training run.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
