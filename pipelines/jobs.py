@@ -154,6 +154,32 @@ def _pending(spec: CubeSpec, units: list[WorkUnit]) -> tuple[list[WorkUnit], int
     return todo, len(units) - len(todo)
 
 
+def plan_generation(cfg: GenerateConfig, check_overlap: Callable[[float], Any] | None = None
+                    ) -> tuple[list[Window], str, str, datetime, list[WorkUnit]]:
+    """Windows, resolved model reference, model hash, target time and work units of a generation job.
+
+    ``check_overlap`` validates the overlap first (e.g. the seamless job's stricter rule).
+
+    Raises
+    ------
+    JobError
+        Bad bbox/overlap or missing model (code 2), unavailable catalog (code 3).
+    """
+    from copgen_core.bundle import model_hash
+
+    try:
+        if check_overlap is not None:
+            check_overlap(cfg.overlap_m)
+        windows = plan_windows(cfg)
+        model_ref = resolve_model_ref(cfg.model)
+    except (PlanError, FileNotFoundError) as exc:
+        raise JobError(str(exc)) from exc
+    rules = _rules(cfg)
+    items = _catalog(cfg, cfg.conditions, rules)
+    when = cfg.period[0]
+    return windows, model_ref, model_hash(model_ref), when, plan_units(windows, [when], items, cfg.conditions, rules)
+
+
 def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Sequence[str] = ()) -> RunReport:
     """Run ``copgen generate``.
 
@@ -167,18 +193,7 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
     if len(image_targets) != len(cfg.targets):
         raise JobError(f"targets {[k for k in cfg.targets if k not in image_targets]} are scalar modalities; "
                        "the cube stores image modalities only: generate them with the Python API")
-    try:
-        windows = plan_windows(cfg)
-        model_ref = resolve_model_ref(cfg.model)
-    except (PlanError, FileNotFoundError) as exc:
-        raise JobError(str(exc)) from exc
-    from copgen_core.bundle import model_hash
-
-    mhash = model_hash(model_ref)
-    rules = _rules(cfg)
-    items = _catalog(cfg, cfg.conditions, rules)
-    when = cfg.period[0]
-    units = plan_units(windows, [when], items, cfg.conditions, rules)
+    windows, model_ref, mhash, when, units = plan_generation(cfg)
     spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_targets),
                     windows=tuple(windows), times=(when,), members=cfg.members, stats=True,
                     attrs={"job": "generate", "config": _provenance_config(cfg), "model_hash": mhash})

@@ -16,9 +16,8 @@ from typing import Any
 
 from pipelines.config import SeamlessConfig
 from pipelines.engines import EngineOptions, run_beam_batches, run_dask, run_local
-from pipelines.jobs import JobError, RunReport, _catalog, _provenance_config, _rules
+from pipelines.jobs import JobError, RunReport, _provenance_config, plan_generation
 from transforms import ledger
-from transforms.infer import resolve_model_ref
 from transforms.seamless import (
     CanvasError,
     CanvasSpec,
@@ -29,8 +28,7 @@ from transforms.seamless import (
     wave_of,
     wave_schedule,
 )
-from transforms.tiles import WorkUnit, plan_units
-from transforms.windows import PlanError, windows_for_bbox
+from transforms.tiles import WorkUnit
 
 
 @contextlib.contextmanager
@@ -58,19 +56,7 @@ def run_seamless(cfg: SeamlessConfig, *, progress: bool = True, beam_args: Seque
         Bad request or output (exit code 2: nothing written) or unavailable catalog (3).
     """
     t0 = time.perf_counter()
-    try:
-        check_seamless_stride(cfg.overlap_m)
-        windows = windows_for_bbox(cfg.bbox, overlap_m=cfg.overlap_m)
-        model_ref = resolve_model_ref(cfg.model)
-    except (PlanError, FileNotFoundError) as exc:
-        raise JobError(str(exc)) from exc
-    from copgen_core.bundle import model_hash
-
-    mhash = model_hash(model_ref)
-    rules = _rules(cfg)
-    items = _catalog(cfg, cfg.conditions, rules)
-    when = cfg.period[0]
-    units = plan_units(windows, [when], items, cfg.conditions, rules)
+    windows, model_ref, mhash, when, units = plan_generation(cfg, check_seamless_stride)
     config = _provenance_config(cfg)
     so = cfg.storage_options or None
     try:
