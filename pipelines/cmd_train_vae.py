@@ -58,6 +58,9 @@ def _scale_choice(text: str) -> str | float:
 @click.option("--learned-logvar", is_flag=True,
               help="train the NLL's log-variance (the official optimiser leaves it at 0: plain L1+L2).")
 @click.option("--no-flip", is_flag=True, help="no random horizontal flips.")
+@click.option("--crop", type=click.IntRange(min=8), default=None,
+              help="train on random square crops of this many pixels (a multiple of 8); validation and the "
+                   "scale factor use whole windows [default: whole windows].")
 @click.option("--ema-decay", type=float, default=0.995, show_default=True, help="EMA decay per update.")
 @click.option("--ema-every", type=int, default=10, show_default=True, help="steps between EMA updates.")
 @click.option("--ema-start", type=int, default=1000, show_default=True, help="EMA copies the model until this step.")
@@ -69,7 +72,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
-            kl_weight: float, learned_logvar: bool, no_flip: bool, ema_decay: float, ema_every: int,
+            kl_weight: float, learned_logvar: bool, no_flip: bool, crop: int | None, ema_decay: float, ema_every: int,
             ema_start: int, ema_power: float, scale_factor: str) -> None:
     """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
 
@@ -115,7 +118,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             grad_accum=grad_accum, grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
             seed=seed)
         train_ds = CubeDataset(cube, [mod.key], storage_options=so, split="train", val_fraction=val_fraction,
-                               split_seed=split_seed, flip=not no_flip, seed=seed)
+                               split_seed=split_seed, flip=not no_flip, seed=seed, crop=crop)
         val_ds = (CubeDataset(cube, [mod.key], storage_options=so, split="val", val_fraction=val_fraction,
                               split_seed=split_seed) if val_fraction > 0 else None)
     except (CubeError, DatasetError, ValueError) as exc:

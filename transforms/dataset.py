@@ -187,7 +187,11 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         Random horizontal flip of every image modality of a sample together, decided by
         ``(seed, sample, epoch)`` (VAE training; the backbone recipe does not flip).
     seed:
-        Seed of the flips.
+        Seed of the flips and crops.
+    crop:
+        Side in pixels of a random square crop of the (single) image modality, its offset decided by
+        ``(seed, sample, epoch)``; ``None`` serves whole windows. Trains a fully convolutional VAE
+        on many more distinct inputs per second than whole 192 px windows (``train-vae --crop``).
     latent_cache:
         A file from :func:`encode_latents`: image modalities are then served as posterior moments
         (2 * 8, h, w) instead of pixels; samples absent from the cache are skipped.
@@ -210,8 +214,9 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
     Raises
     ------
     DatasetError
-        On a missing modality, an ensemble cube or one with overlap, ``flip`` with a latent cache, an
-        empty split, or a latent cache made from another cube.
+        On a missing modality, an ensemble cube or one with overlap, ``flip`` or ``crop`` with a latent
+        cache, a crop that is not a multiple of 8 within one window or asked for several image
+        modalities, an empty split, or a latent cache made from another cube.
     """
 
     def __init__(
@@ -225,6 +230,7 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         split_seed: int = 42,
         flip: bool = False,
         seed: int = 0,
+        crop: int | None = None,
         latent_cache: str | Path | None = None,
     ) -> None:
         self.url = url
@@ -237,6 +243,15 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self.seed = seed
         if flip and latent_cache is not None:
             raise DatasetError("flips cannot apply to cached latents; read pixels (no latent cache) to flip")
+        self.crop = crop
+        if crop is not None:
+            if latent_cache is not None or len(self.images) != 1:
+                raise DatasetError("crop applies to the pixels of exactly one image modality (VAE training), got "
+                                   f"{[m.key for m in self.images]}{' with a latent cache' if latent_cache else ''}")
+            size = self.images[0].pixel_size
+            if crop % 8 or not 8 <= crop <= size:
+                raise DatasetError(f"crop {crop} px: use a multiple of 8 between 8 and {size} (the "
+                                   f"{self.images[0].key} window)")
         if self.spec.members is not None:
             raise DatasetError(f"the cube at {url} is a generated ensemble ({self.spec.members} members), not real "
                                "data; train on a cube written by 'copgen preprocess'")
@@ -295,7 +310,7 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         """Identity of the sample stream (stored in training states and provenance)."""
         return {"cube_spec_hash": self.spec.spec_hash, "split": self.split, "samples": len(self.refs),
                 "modalities": [m.key for m in self.modalities], "content": self.content, "flip": self.flip,
-                "skipped": dict(self.skipped)}
+                "crop": self.crop, "skipped": dict(self.skipped)}
 
     def _open(self) -> None:
         if self._pid == os.getpid():
@@ -338,6 +353,10 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self._open()
         out: dict[str, Any] = {"name": ref.name}
         flip = self.flip and derive_seed(self.seed, (ref.name, int(epoch)), stream="flip") & 1 == 1
+        if self.crop is not None:
+            room = self.images[0].pixel_size - self.crop + 1
+            draw = derive_seed(self.seed, (ref.name, int(epoch)), stream="crop")
+            top, left = (draw >> 20) % room, draw % room
         for m in self.modalities:
             if m.is_scalar:
                 vec = self._latlon[ref.key] if m.kind is Kind.LATLON else _date_vector(self.spec.times[ref.time_index])
@@ -351,6 +370,8 @@ class CubeDataset(torch.utils.data.Dataset[dict[str, Any]]):
                     raise DatasetError(f"sample {ref.name}, {m.key}: {exc}") from exc
                 if flip:
                     values = values[..., ::-1]
+                if self.crop is not None:
+                    values = values[..., top:top + self.crop, left:left + self.crop]
                 out[m.key] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
         return out
 

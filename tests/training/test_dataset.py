@@ -87,6 +87,31 @@ def test_flips_depend_on_sample_and_epoch_only(tiny_cube: str) -> None:
     assert outcomes == {True, False}
 
 
+def test_crops_are_windows_of_the_sample_decided_by_sample_and_epoch(tiny_cube: str) -> None:
+    plain = CubeDataset(tiny_cube, [DEM], split="all")
+    cropped = CubeDataset(tiny_cube, [DEM], split="all", crop=16, seed=3)
+    size = resolve(DEM).pixel_size
+    offsets = set()
+    for epoch in range(8):
+        whole, part = plain[(0, epoch)][DEM], cropped[(0, epoch)][DEM]
+        assert part.shape == (whole.shape[0], 16, 16)
+        hits = [(y, x) for y in range(size - 15) for x in range(size - 15)
+                if torch.equal(whole[:, y:y + 16, x:x + 16], part)]
+        assert hits, "a crop must be a window of the whole sample"
+        assert torch.equal(cropped[(0, epoch)][DEM], part)  # same (sample, epoch), same crop
+        offsets.add(hits[0])
+    assert len(offsets) > 1
+    assert cropped.fingerprint()["crop"] == 16
+
+
+@pytest.mark.parametrize("kwargs", [{"crop": 12}, {"crop": 4096}])
+def test_bad_crops_are_refused(tiny_cube: str, kwargs: dict[str, int]) -> None:
+    with pytest.raises(DatasetError, match="multiple of 8"):
+        CubeDataset(tiny_cube, [DEM], split="all", **kwargs)
+    with pytest.raises(DatasetError, match="exactly one image modality"):
+        CubeDataset(tiny_cube, [S2_60, DEM], split="all", crop=8)
+
+
 def test_sampler_covers_each_epoch_once_and_resumes_anywhere() -> None:
     full = ResumableSampler(10, 4, seed=3)
     stream = [pair for b in range(5) for pair in full.batch(b)]

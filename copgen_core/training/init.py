@@ -1,0 +1,93 @@
+"""Initialisations for training a backbone from scratch (not the official recipe's, which is random).
+
+The official backbone learns one free ``pos_embed`` row per token (trunc-normal 0.02 at start): the
+model has to discover by itself that token (i, j) of the 10 m S2 grid and token (i, j) of the land
+cover grid lie on the same ground. With hours of GPU that is cheap; with minutes of CPU (the bundled
+model) it is most of what the backbone never learns, so its samples ignore spatial conditions.
+:func:`align_positions_` starts every image token's row with a code of its ground position (a 2-D
+sin-cos of the token centre in window coordinates, identical across modalities and resolutions) on
+top of the official random rows. It changes only the starting values of a learned parameter: the
+architecture, the state-dict keys and the checkpoint format stay the official ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from copgen_core.backbone import CopgenBackbone
+
+MIN_CYCLES = 0.5
+"""Longest wavelength of the position code: two windows."""
+
+
+def position_code(grid: int, dim: int, max_cycles: float) -> torch.Tensor:
+    """2-D sin-cos code of the centres of a ``grid`` x ``grid`` token lattice over one window.
+
+    Parameters
+    ----------
+    grid:
+        Tokens per side; token (i, j) (row-major) has its centre at ((j + 0.5) / grid, (i + 0.5) / grid)
+        in window units, so lattices of any resolution share one code per ground position.
+    dim:
+        Embedding width; must be a multiple of 4 (sin and cos for each of the two axes).
+    max_cycles:
+        Highest frequency in cycles per window (the finest lattice's Nyquist, half its tokens per side).
+
+    Returns
+    -------
+    Tensor
+        (grid * grid, dim) float32 with unit RMS per row.
+
+    Raises
+    ------
+    ValueError
+        If ``dim`` is not a multiple of 4 or ``grid`` < 1.
+    """
+    if dim % 4 or grid < 1:
+        raise ValueError(f"position_code needs dim % 4 == 0 and grid >= 1, got dim={dim}, grid={grid}")
+    quarter = dim // 4
+    freqs = torch.exp(torch.linspace(math.log(MIN_CYCLES), math.log(max(max_cycles, MIN_CYCLES)), quarter))
+    centres = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    v, u = torch.meshgrid(centres, centres, indexing="ij")
+    phase_u = 2 * math.pi * u.reshape(-1, 1) * freqs.reshape(1, -1).double()
+    phase_v = 2 * math.pi * v.reshape(-1, 1) * freqs.reshape(1, -1).double()
+    code = torch.cat([phase_u.sin(), phase_u.cos(), phase_v.sin(), phase_v.cos()], dim=1)
+    return (code * math.sqrt(2.0)).float()
+
+
+@torch.no_grad()
+def align_positions_(model: CopgenBackbone, scale: float = 0.5) -> CopgenBackbone:
+    """Add ``scale`` x a shared ground-position code to the ``pos_embed`` rows of every image token.
+
+    Time tokens and scalar (location, date) tokens keep their random rows. Deterministic: no random
+    draw, so a seeded initialisation stays seeded.
+
+    Parameters
+    ----------
+    model:
+        A freshly initialised backbone (modified in place and returned).
+    scale:
+        RMS of the added code (the official random rows have RMS ~0.02, patch tokens ~0.5).
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is negative or the width is not a multiple of 4.
+    """
+    if scale < 0:
+        raise ValueError(f"scale must be >= 0, got {scale}")
+    dim = model.config.embed_dim
+    grids = [m.latent_shape[1] // m.patch_size for m in model.modalities]
+    finest = max(g for g, m in zip(grids, model.modalities, strict=True) if m.is_image)
+    offset = len(model.modalities)  # the time tokens come first
+    for m, g in zip(model.modalities, grids, strict=True):
+        count = 3 if m.is_scalar else g * g
+        if m.is_image:
+            code = position_code(g, dim, finest / 2.0).to(model.pos_embed.device, model.pos_embed.dtype)
+            model.pos_embed[0, offset:offset + count] += scale * code
+        offset += count
+    if offset != model.pos_embed.shape[1]:
+        raise AssertionError(f"token layout mismatch: counted {offset}, pos_embed has {model.pos_embed.shape[1]}")
+    return model
