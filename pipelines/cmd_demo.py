@@ -1,7 +1,9 @@
 """``copgen demo``: the whole flow on the embedded default world, offline.
 
 sample world (COGs + STAC items) -> local STAC API (pgstac) -> preprocess (real aligned tiles) ->
-generate (ensembles from DEM + land cover + location + date) -> quicklooks. Prints where everything is.
+generate (ensembles from DEM + land cover + location + date) -> gap-fill (the clouds of that date's S2
+L2A acquisition) -> seamless (a 5 x 5-window ensemble of the main area in waves) -> quicklooks.
+Prints where everything is.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def _summer_date(dates: list[str]) -> str:
 @click.option("--engine", type=click.Choice(["local", "beam", "dask"]), default="local", show_default=True)
 def command(out_dir: Path, preset: str, model: str, members: int, steps: int, engine: str) -> None:
     """Run the demo end to end and print where its outputs are."""
-    from pipelines.config import GenerateConfig, PreprocessConfig
+    from pipelines.config import GapfillConfig, GenerateConfig, PreprocessConfig, SeamlessConfig
+    from pipelines.gapfill_job import run_gapfill
     from pipelines.jobs import JobError, run_generate, run_preprocess
+    from pipelines.seamless_job import run_seamless
     from sampleworld import generate_world
     from transforms.infer import resolve_model_ref
     from transforms.quicklook_cube import render_cube
@@ -69,45 +73,61 @@ def command(out_dir: Path, preset: str, model: str, members: int, steps: int, en
                        "tiny model (outputs are noise). Train it with `make train-bundled`.", err=True)
             model = "random:tiny"
     shared_terramesh = REPO.parent / "shared" / "data" / "real" / "terramesh"
-    click.echo(f"[1/5] sample world ({preset}) -> {out_dir / 'world'}")
+    click.echo(f"[1/7] sample world ({preset}) -> {out_dir / 'world'}")
     manifest = generate_world(out_dir / "world", preset=preset,
                               terramesh_dir=shared_terramesh if shared_terramesh.is_dir() else None)
     state = out_dir / ".services" / "stac-api"
-    click.echo("[2/5] local STAC API (PostgreSQL + pgstac + stac-fastapi)")
+    click.echo("[2/7] local STAC API (PostgreSQL + pgstac + stac-fastapi)")
     url = _start_api(out_dir / "world", state)
     try:
         bbox = tuple(float(v) for v in manifest.main_area["bbox"])
         when = _summer_date(manifest.dates["sentinel-2-l2a"])
         click.echo(f"      {url}  main area {bbox}, date {when}")
-        click.echo("[3/5] preprocess: aligned real tiles of every modality")
+        click.echo("[3/7] preprocess: aligned real tiles of every modality")
         pre = run_preprocess(PreprocessConfig(
             stac_url=url, bbox=bbox, start=when, output=str(out_dir / "demo" / "preprocess.zarr"),
             modalities=["s2l2a_10m", "s2l2a_20m", "s2l2a_60m", "s2l1c_10m", "cloud_mask", "s1", "dem", "lulc"],
             engine=engine), progress=True)
         click.echo("      " + pre.summary().splitlines()[0])
-        click.echo(f"[4/5] generate: S2 L2A + S1 ensembles ({members} members, {steps} steps, model {model})")
+        click.echo(f"[4/7] generate: S2 L2A + S1 ensembles ({members} members, {steps} steps, model {model})")
         gen = run_generate(GenerateConfig(
             stac_url=url, bbox=bbox, start=when, output=str(out_dir / "demo" / "generate.zarr"),
             conditions=["dem", "lulc", "latlon", "date"], targets=["s2l2a_10m", "s1"], members=members,
             steps=steps, model=model, engine=engine), progress=True)
         click.echo("      " + gen.summary().splitlines()[0])
+        click.echo(f"[5/7] gap-fill: clouds, shadows and no-data of the {when} S2 L2A acquisition")
+        fill = run_gapfill(GapfillConfig(
+            stac_url=url, bbox=bbox, start=when, output=str(out_dir / "demo" / "gapfill"), members=members,
+            steps=steps, model=model, engine=engine), progress=True)
+        click.echo("      " + fill.summary().splitlines()[0])
+        click.echo("[6/7] seamless: S2 L2A ensemble over the main area in four waves of overlapping windows")
+        seam = run_seamless(SeamlessConfig(
+            stac_url=url, bbox=bbox, start=when, output=str(out_dir / "demo" / "seamless.zarr"),
+            conditions=["dem", "lulc", "latlon", "date"], targets=["s2l2a_10m"], members=members, steps=steps,
+            model=model, engine=engine), progress=True)
+        click.echo("      " + seam.summary().splitlines()[0])
     except JobError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         _stop_api(state)
-    click.echo("[5/5] quicklooks")
+    click.echo("[7/7] quicklooks")
     looks = {}
-    for name in ("preprocess", "generate"):
+    for name in ("preprocess", "generate", "seamless"):
         cube = out_dir / "demo" / f"{name}.zarr"
         looks[name] = render_cube(str(cube), out_dir / "demo" / "quicklook" / name)
-        for report in (pre, gen):
+        for report in (pre, gen, seam):
             if report.output == str(cube):
                 report.write(f"{cube}.report.json")
+    filled = sorted((out_dir / "demo" / "gapfill").glob("*.zarr"))
+    looks["gapfill"] = [p for cube in filled
+                        for p in render_cube(str(cube), out_dir / "demo" / "quicklook" / "gapfill" / cube.stem)]
     click.echo("\nDone. Outputs:")
     click.echo(f"  world (COGs + STAC)   {out_dir / 'world'}  ({manifest.n_items} items)")
     click.echo(f"  real tiles cube       {out_dir / 'demo' / 'preprocess.zarr'}")
     click.echo(f"  ensemble cube         {out_dir / 'demo' / 'generate.zarr'}")
+    click.echo(f"  gap-filled cubes      {out_dir / 'demo' / 'gapfill'}  ({len(filled)} acquisitions)")
+    click.echo(f"  seamless canvas       {out_dir / 'demo' / 'seamless.zarr'}")
     for name, paths in looks.items():
         click.echo(f"  quicklooks ({name:<10}) {out_dir / 'demo' / 'quicklook' / name}  ({len(paths)} PNGs)")
-    if not (pre.ok and gen.ok):
+    if not (pre.ok and gen.ok and fill.ok and seam.ok):
         sys.exit(1)

@@ -26,8 +26,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,42 +50,61 @@ RECIPE_FILE = "recipe.json"
 
 
 @dataclass(frozen=True)
-class VAEBudget:
-    """Steps and batch size of the VAEs of one pixel size, and their measured speed.
+class VAEPhase:
+    """One ``copgen train-vae`` run: ``steps`` at ``batch_size``, on random ``crop`` px crops or whole windows.
 
-    ``steps_per_s`` is the tiny VAE's optimiser steps per second at batch 8 on the 2-core development
-    CPU (docs/training.md); time per step grows about linearly with the batch.
+    ``steps_per_s`` is the measured speed of that run shape with one thread (two runs share the
+    2-core development CPU); time per step grows about linearly with the batch.
     """
 
     steps: int
     batch_size: int
+    crop: int | None
     steps_per_s: float
 
-    def seconds(self, steps: int, batch_size: int) -> float:
-        """Estimated training seconds of ``steps`` steps at ``batch_size`` (whole machine)."""
-        return steps * batch_size / 8.0 / self.steps_per_s
+    def seconds(self) -> float:
+        """Estimated seconds of this phase on one core."""
+        return self.steps / self.steps_per_s
 
 
-VAE_RECIPE: dict[int, VAEBudget] = {
-    192: VAEBudget(steps=120, batch_size=4, steps_per_s=0.29),
-    96: VAEBudget(steps=400, batch_size=8, steps_per_s=1.8),
-    64: VAEBudget(steps=600, batch_size=8, steps_per_s=3.9),
-    32: VAEBudget(steps=1000, batch_size=8, steps_per_s=12.4),
+CROP_PX = 64
+"""Crop of the 192 px VAEs' first phase: 9x fewer pixels per sample, so many more samples per second."""
+CROP_SPEED = 1.3
+FULL_192_SPEED = 0.35
+VAE_RECIPE: dict[int, tuple[VAEPhase, ...]] = {
+    192: (VAEPhase(300, 8, CROP_PX, CROP_SPEED), VAEPhase(40, 4, None, FULL_192_SPEED)),
+    96: (VAEPhase(300, 8, None, 0.9),),
+    64: (VAEPhase(500, 8, None, 2.0),),
+    32: (VAEPhase(800, 8, None, 6.0),),
 }
-"""Default VAE budget by pixel size: the five 192 px VAEs take most of the hour."""
+"""Default VAE phases by pixel size. The 192 px VAEs first train on 64 px crops, then fine-tune on
+whole windows: their mid-block attention and GroupNorm see the whole latent at inference, and a
+crop-only VAE loses ~9 dB on whole windows that 50 whole-window steps win back (docs/model-card.md)."""
+VAE_EXTRA: dict[str, tuple[VAEPhase, ...]] = {
+    "S2L2A_B02_B03_B04_B08": (VAEPhase(800, 8, CROP_PX, CROP_SPEED), VAEPhase(120, 4, None, FULL_192_SPEED)),
+    "S2L1C_B02_B03_B04_B08": (VAEPhase(400, 8, CROP_PX, CROP_SPEED), VAEPhase(50, 4, None, FULL_192_SPEED)),
+    "S2L1C_cloud_mask": (VAEPhase(250, 8, CROP_PX, CROP_SPEED), VAEPhase(30, 4, None, FULL_192_SPEED)),
+}
+"""Modalities whose budget differs from their pixel size's: the S2 L2A 10 m VAE (the one with a PSNR
+target) gets the most, the cloud mask (four one-hot planes) the least."""
 VAE_LR = 1e-3
 """Peak learning rate of the VAEs: a short run needs more than the tiny preset's 1e-4."""
+VAE_FINETUNE_LR = 3e-4
+"""Peak learning rate of a whole-window fine-tuning phase."""
 VAE_OVERHEAD_S = 25.0
 """Per VAE: process start, validation and latent-scale passes (estimate)."""
-BACKBONE_STEPS = 600
+BACKBONE_STEPS = 1000
 BACKBONE_STEPS_PER_S = 0.99
 """Tiny backbone from the latent cache at batch 8 on the development CPU (docs/training.md)."""
-BACKBONE_LR = 5e-4
-BACKBONE_WARMUP = 50
-BACKBONE_EMA_RATE = 0.99
-"""EMA horizon of ~100 steps: with 0.999 a 600-step run would still be half its initialisation."""
-MODALITY_DROPOUT = 0.3
-CONDITION_DROPOUT = 0.3
+BACKBONE_LR = 1e-3
+BACKBONE_WARMUP = 100
+BACKBONE_GRAD_CLIP = 1.0
+BACKBONE_EMA_RATE = 0.995
+"""EMA horizon of ~200 steps: with 0.999 a 1,000-step run would still be a third its initialisation."""
+POSITION_INIT = "ground"
+"""Image tokens' positional embeddings start from a shared ground-position code (copgen_core.training.init)."""
+MODALITY_DROPOUT = 0.25
+CONDITION_DROPOUT = 0.35
 """Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
 PREPROCESS_S_PER_UNIT = 0.12
 """Seconds per window-date of the ten-modality training cube (913 in 102 s on the default world, load ~4)."""
@@ -99,24 +120,29 @@ API_S = 10.0
 
 @dataclass(frozen=True)
 class VAEJob:
-    """One ``copgen train-vae`` run of the recipe."""
+    """The ``copgen train-vae`` runs of one modality, one after the other (each starts from the last)."""
 
     key: str
-    steps: int
-    batch_size: int
+    phases: tuple[VAEPhase, ...]
     estimate_s: float
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps over all phases."""
+        return sum(p.steps for p in self.phases)
 
 
 def vae_jobs(keys: Sequence[str], steps: int | None, batch_size: int | None) -> list[VAEJob]:
-    """The VAE runs, longest first (so ``--jobs`` parallel runs finish close together).
+    """The VAE jobs, longest first (so ``--jobs`` parallel runs finish close together).
 
-    ``steps``/``batch_size`` override :data:`VAE_RECIPE` for every modality when given.
+    ``steps``/``batch_size`` override every phase of :data:`VAE_RECIPE`/:data:`VAE_EXTRA` when given.
     """
     jobs = []
     for key in keys:
-        budget = VAE_RECIPE[BY_KEY[key].pixel_size]
-        n, b = steps or budget.steps, batch_size or budget.batch_size
-        jobs.append(VAEJob(key, n, b, budget.seconds(n, b) + VAE_OVERHEAD_S))
+        phases = VAE_EXTRA.get(key) or VAE_RECIPE[BY_KEY[key].pixel_size]
+        phases = tuple(VAEPhase(steps or p.steps, batch_size or p.batch_size, p.crop,
+                                p.steps_per_s * p.batch_size / (batch_size or p.batch_size)) for p in phases)
+        jobs.append(VAEJob(key, phases, sum(p.seconds() + VAE_OVERHEAD_S for p in phases)))
     return sorted(jobs, key=lambda j: (-j.estimate_s, j.key))
 
 
@@ -144,12 +170,11 @@ def time_plan(*, world_cached: bool, preset: str, units: int, jobs: Sequence[VAE
     The VAE runs share the machine: ``parallel`` runs overlap their start-up and evaluation passes,
     but the compute itself does not get faster than the whole machine's speed.
     """
-    vae_compute = sum(j.estimate_s - VAE_OVERHEAD_S for j in jobs)
-    vae_overhead = VAE_OVERHEAD_S * len(jobs) / max(1, parallel)
+    per_core = sum(j.estimate_s for j in jobs)
     return {
         "world": 0.0 if world_cached else WORLD_S.get(preset, 60.0),
         "preprocess": API_S + PREPROCESS_S_PER_UNIT * units,
-        "vaes": vae_compute + vae_overhead,
+        "vaes": per_core / max(1, min(parallel, os.cpu_count() or 1)),
         "cache": CACHE_S_PER_SAMPLE * units * COMPLETE_FRACTION,
         "backbone": backbone_steps * backbone_batch / 8.0 / BACKBONE_STEPS_PER_S + 30.0,
         "bundle": 5.0,
@@ -298,81 +323,103 @@ class WorkPaths:
         return self.work / "logs"
 
 
-def _vae_state(run_dir: Path, steps: int, spec_hash: str) -> str:
+def _vae_state(run_dir: Path, phase: VAEPhase, spec_hash: str) -> str:
     """'done', 'resume' (an interrupted run) or 'fresh' for one VAE run directory.
 
-    A finished run with other steps, or trained on another cube, is deleted: the VAE learning rate
-    decays over the run's length, so a run cannot be extended to another length.
+    A finished run with other steps, batch or crop, or trained on another cube, is deleted: the VAE
+    learning rate decays over the run's length, so a run cannot be extended to another length.
     """
     info_path = run_dir / "training.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
-        same_cube = info.get("data", {}).get("cube_spec_hash") == spec_hash
-        if same_cube and int(info.get("steps", -1)) == steps:
+        data = info.get("data", {})
+        same_cube = data.get("cube_spec_hash") == spec_hash
+        if same_cube and (int(info.get("steps", -1)), data.get("batch_size"), data.get("crop")) == (
+                phase.steps, phase.batch_size, phase.crop):
             return "done"
-        click.echo(f"  {run_dir} was trained {'for other steps' if same_cube else 'on another cube'}; deleting it "
-                   "to train again")
+        click.echo(f"  {run_dir} was trained {'with other settings' if same_cube else 'on another cube'}; deleting "
+                   "it to train again")
         shutil.rmtree(run_dir)
         return "fresh"
     return "resume" if (run_dir / "train_state.pt").is_file() else "fresh"
 
 
+def _phase_dir(paths: WorkPaths, job: VAEJob, index: int) -> Path:
+    """Output directory of phase ``index`` (the last phase writes the recipe's VAE under ``vaes/``)."""
+    return paths.vaes if index == len(job.phases) - 1 else paths.work / "vae-phases" / str(index)
+
+
+def _run_vae_job(job: VAEJob, *, paths: WorkPaths, seed: int, threads: int, spec_hash: str,
+                 stop: threading.Event) -> float:
+    """Run (or resume, or skip) every phase of one VAE job; returns the seconds spent; raises on failure."""
+    t0 = time.perf_counter()
+    log_path = paths.logs / f"vae-{job.key}.log"
+    upstream_trained = False
+    for index, phase in enumerate(job.phases):
+        out = _phase_dir(paths, job, index)
+        state = _vae_state(out / job.key, phase, spec_hash)
+        if upstream_trained and state != "fresh":  # it started from weights that no longer exist
+            shutil.rmtree(out / job.key)
+            state = "fresh"
+        if state == "done":
+            continue
+        upstream_trained = True
+        if stop.is_set():
+            raise RuntimeError("not started: another VAE failed")
+        args = ["train-vae", "--cube", str(paths.cube), "--modality", job.key, "--preset", "tiny",
+                "--steps", str(phase.steps), "--batch-size", str(phase.batch_size), "--out", str(out),
+                "--seed", str(seed), "--lr", str(VAE_LR if index == 0 else VAE_FINETUNE_LR), "--lr-decay", "poly",
+                "--log-every", "25"]
+        if phase.crop is not None:
+            args += ["--crop", str(phase.crop)]
+        if index > 0:
+            args += ["--init-from", str(_phase_dir(paths, job, index - 1) / job.key)]
+        if state == "resume":
+            args.append("--resume")
+        what = f"{phase.steps} steps at batch {phase.batch_size} on " + (
+            f"{phase.crop} px crops" if phase.crop else "whole windows")
+        click.echo(f"  vae {job.key}: {'resuming' if state == 'resume' else 'training'} {what}, log {log_path}")
+        with open(log_path, "ab") as log:
+            rc = subprocess.run(_cli(*args), cwd=REPO, env=_child_env(threads), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, check=False).returncode
+        if rc != 0:
+            raise RuntimeError(f"exit {rc}; see {log_path}")
+    return time.perf_counter() - t0
+
+
 def _train_vaes(jobs: list[VAEJob], *, paths: WorkPaths, seed: int, parallel: int,
                 spec_hash: str) -> dict[str, dict[str, Any]]:
-    """Run the VAE trainings, up to ``parallel`` at once; returns per modality steps, batch, PSNR, seconds.
+    """Run the VAE jobs, up to ``parallel`` at once; returns per modality steps, batch, PSNR, seconds.
 
     Each run is a niced ``copgen train-vae`` process with ``cores // parallel`` threads, logging to
     ``<work>/logs/vae-<key>.log``. After a failure no new run starts; the running ones finish.
     """
     threads = max(1, (os.cpu_count() or 2) // parallel)
-    todo = []
-    for job in jobs:
-        state = _vae_state(paths.vaes / job.key, job.steps, spec_hash)
-        if state == "done":
-            click.echo(f"  vae {job.key}: already trained ({job.steps} steps)")
-        else:
-            todo.append((job, state))
-    running: list[tuple[VAEJob, subprocess.Popen[bytes], float, Any]] = []
-    seconds: dict[str, float] = {}
-    failed: list[str] = []
     paths.logs.mkdir(parents=True, exist_ok=True)
-    while todo or running:
-        while todo and len(running) < parallel and not failed:
-            job, state = todo.pop(0)
-            args = ["train-vae", "--cube", str(paths.cube), "--modality", job.key, "--preset", "tiny",
-                    "--steps", str(job.steps), "--batch-size", str(job.batch_size), "--out", str(paths.vaes),
-                    "--seed", str(seed), "--lr", str(VAE_LR), "--lr-decay", "poly", "--log-every", "25"]
-            if state == "resume":
-                args.append("--resume")
-            log_path = paths.logs / f"vae-{job.key}.log"
-            log = open(log_path, "ab")  # noqa: SIM115 - closed when the run ends
-            proc = subprocess.Popen(_cli(*args), cwd=REPO, env=_child_env(threads), stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            click.echo(f"  vae {job.key}: {'resuming' if state == 'resume' else 'training'} {job.steps} steps at "
-                       f"batch {job.batch_size}, log {log_path}")
-            running.append((job, proc, time.perf_counter(), log))
-        time.sleep(0.2)
-        for entry in list(running):
-            job, proc, t0, log = entry
-            if proc.poll() is None:
-                continue
-            running.remove(entry)
-            log.close()
-            seconds[job.key] = time.perf_counter() - t0
-            if proc.returncode != 0:
-                failed.append(job.key)
-                click.echo(f"  vae {job.key}: FAILED (exit {proc.returncode}); see {paths.logs / f'vae-{job.key}.log'}",
-                           err=True)
-                continue
-            psnr = _vae_summary(paths.vaes / job.key).get("psnr")
-            click.echo(f"  vae {job.key}: done in {_fmt_s(seconds[job.key])}"
-                       + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else ""))
-        if failed:
-            todo.clear()
+    stop = threading.Event()
+    seconds: dict[str, float] = {}
+    failed: dict[str, str] = {}
+
+    def work(job: VAEJob) -> None:
+        try:
+            seconds[job.key] = _run_vae_job(job, paths=paths, seed=seed, threads=threads, spec_hash=spec_hash,
+                                            stop=stop)
+        except RuntimeError as exc:
+            stop.set()
+            failed[job.key] = str(exc)
+            click.echo(f"  vae {job.key}: FAILED ({exc})", err=True)
+            return
+        psnr = _vae_summary(paths.vaes / job.key).get("psnr")
+        click.echo(f"  vae {job.key}: done in {_fmt_s(seconds[job.key])}"
+                   + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else ""))
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        list(pool.map(work, jobs))
     if failed:
-        raise click.ClickException(f"VAE training failed for {failed}; fix the cause (logs in {paths.logs}) and rerun "
-                                   "train-bundled: finished VAEs are kept, interrupted ones resume")
-    return {j.key: {**_vae_summary(paths.vaes / j.key), "seconds": round(seconds.get(j.key, 0.0), 1)} for j in jobs}
+        raise click.ClickException(f"VAE training failed for {sorted(failed)}; fix the cause (logs in {paths.logs}) and "
+                                   "rerun train-bundled: finished VAEs are kept, interrupted ones resume")
+    return {j.key: {**_vae_summary(paths.vaes / j.key), "seconds": round(seconds.get(j.key, 0.0), 1),
+                    "phases": [[p.steps, p.batch_size, p.crop] for p in j.phases]} for j in jobs}
 
 
 def _vae_summary(run_dir: Path) -> dict[str, Any]:
@@ -447,6 +494,7 @@ def _train_backbone(paths: WorkPaths, recipe: Recipe, cache_id: dict[str, Any], 
             "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(BACKBONE_LR),
             "--warmup-steps", str(min(BACKBONE_WARMUP, steps)), "--ema-rate", str(BACKBONE_EMA_RATE),
             "--modality-dropout", str(MODALITY_DROPOUT), "--condition-dropout", str(CONDITION_DROPOUT),
+            "--grad-clip", str(BACKBONE_GRAD_CLIP), "--position-init", POSITION_INIT,
             "--latent-cache", str(paths.cache), "--out", str(paths.run), "--seed", str(seed), "--log-every", "50"]
     if (paths.run / "train_state.pt").is_file():
         args.append("--resume")
@@ -476,6 +524,7 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
 
     config = {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
               "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
+              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT, "vae_finetune_lr": VAE_FINETUNE_LR,
               "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
               "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny"}
     data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
@@ -643,7 +692,8 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
         return _stopped("preprocess")
 
     vae_id = {"cube_spec_hash": spec_hash, "seed": seed, "lr": VAE_LR,
-              "runs": {j.key: [j.steps, j.batch_size] for j in sorted(vjobs, key=lambda j: j.key)}}
+              "runs": {j.key: [[p.steps, p.batch_size, p.crop] for p in j.phases]
+                       for j in sorted(vjobs, key=lambda j: j.key)}}
     vae_record = _run_stage(
         "vaes", recipe, vae_id,
         lambda: {"vaes": _train_vaes(vjobs, paths=paths, seed=seed, parallel=jobs, spec_hash=spec_hash)},

@@ -66,6 +66,9 @@ def _scale_choice(text: str) -> str | float:
 @click.option("--ema-start", type=int, default=1000, show_default=True, help="EMA copies the model until this step.")
 @click.option("--ema-power", type=float, default=2 / 3, show_default=True,
               help="EMA decay warm-up exponent (ema-pytorch); 0 uses --ema-decay from the start.")
+@click.option("--init-from", "init_from", type=click.Path(path_type=Path, exists=True), default=None,
+              help="start from the weights of this VAE (our checkpoint or an official state dict) instead of a "
+                   "random initialisation: fine-tuning, e.g. on whole windows after training on --crop.")
 @click.option("--scale-factor", "scale_factor", default="auto", show_default=True,
               help="latent scale: 'auto' (1/std of sampled latents), 'official' (registry) or a number.")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
@@ -73,7 +76,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
             kl_weight: float, learned_logvar: bool, no_flip: bool, crop: int | None, ema_decay: float, ema_every: int,
-            ema_start: int, ema_power: float, scale_factor: str) -> None:
+            ema_start: int, ema_power: float, init_from: Path | None, scale_factor: str) -> None:
     """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
 
     \b
@@ -83,7 +86,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
 
     Exit codes: 0 trained; 2 bad input (nothing trained).
     """
-    from copgen_core.checkpoints import save_vae
+    from copgen_core.checkpoints import load_vae, save_vae
     from copgen_core.modalities import resolve
     from copgen_core.presets import VAE_PRESETS, vae_preset
     from copgen_core.training import distributed
@@ -129,9 +132,19 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     arch = vae_preset(preset, mod.key)
     vae = seeded_init(seed, lambda: KLVAE(arch, scale_factor=mod.scale_factor))
+    if init_from is not None:
+        try:
+            start = load_vae(init_from, mod.key)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadInput(f"--init-from {init_from}: {exc}") from exc
+        if start.config.to_dict() != arch.to_dict():
+            raise BadInput(f"--init-from {init_from} is a {start.config.to_dict()} VAE, not the {preset} preset's "
+                           f"{arch.to_dict()}; pick the matching --preset")
+        vae.load_state_dict(start.state_dict())
     trainer = VAETrainer(vae, config, device=dev)
     identity = {**train_ds.fingerprint(), "batch_size": batch_size, "world_size": distributed.world_size(),
-                "preset": preset, "architecture": arch.to_dict()}
+                "preset": preset, "architecture": arch.to_dict(),
+                "init_from": None if init_from is None else str(init_from)}
     if resume:
         resume_state(state_path, trainer, identity)
         say(f"resuming at step {trainer.step}")

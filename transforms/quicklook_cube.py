@@ -56,6 +56,10 @@ def render_cube(url: str, out_dir: Path, *, storage_options: Mapping[str, Any] |
     ------
     FileNotFoundError
         If ``url`` holds no copgen cube.
+
+    Notes
+    -----
+    Seamless canvases (``copgen seamless``: one time, no ``time`` dimension) render as one time.
     """
     import xarray as xr
 
@@ -72,7 +76,7 @@ def render_cube(url: str, out_dir: Path, *, storage_options: Mapping[str, Any] |
         gsd = float(ds.attrs.get("gsd_m", 10.0))
         for key in [k for k in ds.data_vars if k in BY_KEY]:
             kind = BY_KEY[key].kind
-            var = ds[key]
+            var = ds[key] if "time" in ds[key].dims else ds[key].expand_dims("time")  # seamless canvases
             stem = f"{gpath.replace('/', '_')}_{key}"
             for ti in range(var.sizes["time"]):
                 arr = var.isel(time=ti).values
@@ -85,8 +89,8 @@ def render_cube(url: str, out_dir: Path, *, storage_options: Mapping[str, Any] |
                     continue
                 if kind in (Kind.LULC, Kind.CLOUD):
                     members = arr.astype(np.int64)
-                    centre = (ds[f"{key}__mode"].isel(time=ti).values if f"{key}__mode" in ds else members[0])
-                    freq = ds[f"{key}__freq"].isel(time=ti).values if f"{key}__freq" in ds else None
+                    centre = (ds[f"{key}__mode"].isel(time=ti).values if f"{key}__mode" in ds.data_vars else members[0])
+                    freq = ds[f"{key}__freq"].isel(time=ti).values if f"{key}__freq" in ds.data_vars else None
                     spread = 1.0 - np.nanmax(freq, axis=0) if freq is not None else None
                 else:
                     members = arr

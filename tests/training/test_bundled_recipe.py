@@ -65,10 +65,13 @@ def test_vae_budget_follows_pixel_size_and_flags_override_it() -> None:
     jobs = vae_jobs(IMAGE_KEYS, None, None)
     assert len(jobs) == 10
     by_key = {j.key: j for j in jobs}
-    assert by_key["S2L2A_B02_B03_B04_B08"].batch_size < by_key["S2L2A_B01_B09"].batch_size
-    assert by_key["S2L2A_B02_B03_B04_B08"].steps < by_key["DEM_DEM"].steps < by_key["S2L2A_B01_B09"].steps
+    # 192 px VAEs: crops first, then whole windows at a smaller batch; the L2A 10 m VAE gets the most
+    s2 = by_key["S2L2A_B02_B03_B04_B08"]
+    assert [p.crop for p in s2.phases] == [64, None] and s2.phases[1].batch_size < s2.phases[0].batch_size
+    assert all(p.crop is None for p in by_key["S2L2A_B01_B09"].phases + by_key["DEM_DEM"].phases)
+    assert jobs[0].key == "S2L2A_B02_B03_B04_B08"
     assert [j.estimate_s for j in jobs] == sorted((j.estimate_s for j in jobs), reverse=True)  # longest first
-    assert {(j.steps, j.batch_size) for j in vae_jobs(IMAGE_KEYS, 3, 2)} == {(3, 2)}
+    assert {(p.steps, p.batch_size) for j in vae_jobs(IMAGE_KEYS, 3, 2) for p in j.phases} == {(3, 2)}
 
 
 @pytest.mark.parametrize("flags, message", [
