@@ -75,6 +75,44 @@ def test_train_vae_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Pa
     assert again.exit_code == 2 and "--resume" in again.output
 
 
+def test_train_vae_on_crops_then_fine_tune_from_its_weights(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    base = ["--cube", tiny_cube, "--modality", "dem", "--batch-size", "2", "--val-fraction", "0.3",
+            "--val-batches", "1", "--checkpoint-every", "5"]
+    crops = invoke(train_vae, [*base, "--steps", "2", "--crop", "16", "--out", str(tmp_path / "crop")])
+    assert crops.exit_code == 0, crops.output
+    assert json.loads((tmp_path / "crop" / DEM / "training.json").read_text())["data"]["crop"] == 16
+    # a fine-tune with a vanishing learning rate keeps the starting weights, not a fresh initialisation
+    start = load_vae(tmp_path / "crop" / DEM, DEM)
+    tuned = invoke(train_vae, [*base, "--steps", "1", "--lr", "1e-12", "--init-from", str(tmp_path / "crop" / DEM),
+                               "--out", str(tmp_path / "tuned")])
+    assert tuned.exit_code == 0, tuned.output
+    info = json.loads((tmp_path / "tuned" / DEM / "training.json").read_text())
+    assert info["data"]["init_from"] == str(tmp_path / "crop" / DEM) and info["data"]["crop"] is None
+    after = load_vae(tmp_path / "tuned" / DEM, DEM).state_dict()
+    assert all(torch.allclose(v, after[k], atol=1e-6) for k, v in start.state_dict().items())
+    fresh = load_vae(vae_dir / DEM, DEM).state_dict()
+    assert not all(torch.allclose(v, fresh[k], atol=1e-6) for k, v in start.state_dict().items())
+
+
+def test_train_vae_refuses_bad_crops_and_foreign_starting_weights(tiny_cube: str, vae_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    base = ["--cube", tiny_cube, "--modality", "dem", "--steps", "1", "--val-fraction", "0.3", "--out", str(tmp_path / "x")]
+    bad_crop = invoke(train_vae, [*base, "--crop", "12"])
+    assert bad_crop.exit_code == 2 and "multiple of 8" in bad_crop.output
+    foreign = invoke(train_vae, [*base, "--init-from", str(vae_dir / S2_60)])
+    assert foreign.exit_code == 2 and "--init-from" in foreign.output
+    assert not (tmp_path / "x" / DEM / "model.safetensors").exists()
+
+
+def test_train_with_ground_position_init_records_it(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ground"
+    result = invoke(train, [*backbone_args(tiny_cube, vae_dir, out, steps=1), "--position-init", "ground"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["data"]["position_init"] == ["ground", 0.5]
+    assert "--position-init ground" in info["command"]
+
+
 def test_train_writes_a_bundle_that_generates(reference_run: Path, tiny_cube: str) -> None:
     info = json.loads((reference_run / "bundle.json").read_text())
     assert info["kind"] == "backbone" and info["steps"] == STEPS and info["seed"] == 3
