@@ -170,7 +170,9 @@ def _finite(value: Any) -> Any:
 @click.option("--max-samples", type=int, help="evaluate at most this many (window, date) samples.")
 @click.option("--mosaic", help="also report the seam ratio of this cube (e.g. a 'copgen generate' output).")
 @click.option("--json", "json_out", help="write the report JSON here.")
-def command(config_path: Path | None, world_dir: Path | None, **flags: Any) -> None:
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), default=None,
+              help="write the S2 L2A spread/CRPS vs information chart (SVG) here.")
+def command(config_path: Path | None, world_dir: Path | None, plot_out: Path | None, **flags: Any) -> None:
     """Generate targets from real conditions on held-out windows and score them against the real tiles.
 
     \b
@@ -200,8 +202,19 @@ def command(config_path: Path | None, world_dir: Path | None, **flags: Any) -> N
         sys.exit(exc.code)
     report["elapsed_s"] = round(time.perf_counter() - t0, 2)
     from transforms.evaluation import format_table
+    from transforms.evaluation_plot import information_ladder, ladder_svg
 
+    ladder = information_ladder(report["experiments"])
+    if ladder is not None:
+        report["information_ladder"] = ladder
     click.echo(format_table(report))
+    if plot_out is not None:
+        if ladder is None:
+            click.echo("no plot: the three S2 L2A ladder experiments did not all run", err=True)
+        else:
+            plot_out.parent.mkdir(parents=True, exist_ok=True)
+            plot_out.write_text(ladder_svg(ladder))
+            click.echo(f"plot: {plot_out}")
     if cfg.json_out:
         path = Path(cfg.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -582,6 +582,14 @@ def format_table(report: Mapping[str, Any]) -> str:
             for key, r in targets.items():
                 bands = "  ".join(f"{b} {v:.3f}" for b, v in r["bands"].items())
                 lines.append(f"   {name:<32} {key:<31} all {r['all_bands']:.3f}   {bands}")
+    ladder = report.get("information_ladder")
+    if ladder:
+        lines.append("== S2 L2A uncertainty vs information (mean of the three groups, reflectance)")
+        for step in ladder["steps"]:
+            lines.append(f"   {step['label']:<28} spread {step['spread']:.4f}  CRPS {step['crps']:.4f}  "
+                         f"cov90 {step['coverage_90']:.3f}")
+        lines.append(f"   narrows monotonically: spread {'yes' if ladder['spread_narrows'] else 'NO'}, "
+                     f"CRPS {'yes' if ladder['crps_narrows'] else 'NO'}")
     seams = report.get("seams") or {}
     for key, s in seams.items():
         lines.append(f"== seam ratio {key}: {s['seam_ratio']:.3f}")
