@@ -1,7 +1,8 @@
 """Gap-filling and seam evaluation, written to docs/gapfill.md.
 
-1. **Gap filling.** On clear-enough windows of the sample world (main area, all S2 L2A dates) and of the
-   two real TerraMesh locations, cloud-shaped masks (``transforms.masks.cloud_like_mask``, ``--coverage``
+1. **Gap filling.** On clear-enough windows of the default sample world that the model's training split
+   held out (every scene, every S2 L2A date; the split parameters are read from the model's
+   ``bundle.json``) and of the two real TerraMesh locations (never trained on), cloud-shaped masks (``transforms.masks.cloud_like_mask``, ``--coverage``
    of the 10 m window; the 20/60 m masks cover every coarse pixel touching a masked 10 m one) hide
    observed pixels. The hidden pixels are filled three ways and scored against the hidden truth, in
    reflectance, over the masked observed pixels only:
@@ -79,8 +80,12 @@ class Sample:
     others: list[tuple[Any, Any, Any]]  # (datetime, tile, roles) of the window's other L2A acquisitions
 
 
-def collect(url: str, bbox: tuple[float, ...], source: str, min_observed: float) -> list[Sample]:
-    """Windows of every L2A acquisition over ``bbox`` whose 10 m group is observed on >= ``min_observed``."""
+def collect(url: str, bbox: tuple[float, ...], source: str, min_observed: float,
+            keep: Any = None) -> list[Sample]:
+    """Windows of every L2A acquisition over ``bbox`` whose 10 m group is observed on >= ``min_observed``.
+
+    ``keep``: optional predicate on a window key (e.g. the held-out side of the training split).
+    """
     from transforms.gapfill import plan_gapfill_units, read_mask_band, window_roles
     from transforms.search import search_catalog_items
     from transforms.tiles import read_tile
@@ -88,7 +93,9 @@ def collect(url: str, bbox: tuple[float, ...], source: str, min_observed: float)
 
     collections = ["sentinel-2-l2a", "sentinel-1-rtc", "cop-dem-glo-30", "io-lulc-annual-v02"]
     items = [i for c in collections for i in search_catalog_items(url, collections=[c], bbox=list(bbox))]
-    windows = windows_for_bbox(bbox)
+    windows = [w for w in windows_for_bbox(bbox) if keep is None or keep(w.key)]
+    if not windows:
+        return []
     per_window: dict[Any, list[tuple[Any, Any, Any, str]]] = {}
     for acq in sorted((i for i in items if i.collection == "sentinel-2-l2a"), key=lambda i: (i.datetime, i.id)):
         for u in plan_gapfill_units(windows, acq, items, EVAL_CONDITIONS, {}, ""):
@@ -304,12 +311,29 @@ def main() -> None:
     }
     states = []
     try:
-        world = REPO / "out" / "eval-world-small-terramesh"
-        manifest = generate_world(world, preset="small", terramesh_dir=terramesh if terramesh.is_dir() else None)
-        states.append(tmp / "stac-small")
+        # the bundled model's own world (default preset, seed 0), scored on the windows its training
+        # split held out (the split parameters are the model's, as in copgen evaluate)
+        from pipelines.cmd_evaluate import model_split
+        from transforms.dataset import split_of
+
+        split = {"val_fraction": 0.1, "split_seed": 42, **model_split(model_ref)}
+        results["split"] = split
+        world = REPO / "out" / "world"
+        manifest = generate_world(world, preset="default", terramesh_dir=terramesh if terramesh.is_dir() else None)
+        states.append(tmp / "stac-default")
         url = _api(world, states[-1])
-        samples = _spread(collect(url, tuple(manifest.main_area["bbox"]), "sample world", args.min_observed),
-                          args.max_windows)
+
+        def held_out(key: Any) -> bool:
+            return bool(split_of(key, split["val_fraction"], split["split_seed"]) == "val")
+
+        found: list[Sample] = []
+        seen: set[str] = set()
+        for scene in manifest.scenes:
+            for sample in collect(url, tuple(scene["bbox"]), "sample world", args.min_observed, held_out):
+                if sample.name not in seen:
+                    seen.add(sample.name)
+                    found.append(sample)
+        samples = _spread(sorted(found, key=lambda x: x.name), args.max_windows)
         if terramesh.is_dir():
             tm_items = [json.loads(line) for line in (world / "stac" / "items" / "sentinel-2-l2a.ndjson").read_text()
                         .splitlines() if '"terramesh-' in line]
@@ -318,10 +342,7 @@ def main() -> None:
         print(f"evaluating {len(samples)} windows", file=sys.stderr)
         results["gapfill"] = evaluate(samples, model, args.members, args.steps, args.coverage, args.seed)
         if not args.no_seams:
-            default_world = REPO / "out" / "bench-world-default"
-            generate_world(default_world, preset="default")
-            states.append(tmp / "stac-default")
-            results["seams"] = seams(_api(default_world, states[-1]), model_ref, args.seam_members, args.steps, tmp)
+            results["seams"] = seams(url, model_ref, args.seam_members, args.steps, tmp)
     finally:
         for state in states:
             _stop(state)

@@ -231,6 +231,7 @@ def _evaluate(cfg: EvaluateConfig, experiments: list[Any]) -> dict[str, Any]:
         evaluate_tiles,
         held_out_units,
         required_modalities,
+        vae_reconstruction,
     )
     from transforms.infer import resolve_model_ref
     from transforms.process import read_units
@@ -272,6 +273,7 @@ def _evaluate(cfg: EvaluateConfig, experiments: list[Any]) -> dict[str, Any]:
     model = load_model(ref)
     settings = EvalSettings(members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size)
     body = evaluate_tiles(model, tiles, experiments, settings)
+    body["vae_reconstruction"] = vae_reconstruction(model, tiles)
     report: dict[str, Any] = {
         "model": cfg.model, "model_ref": ref, "model_hash": model_hash(ref),
         "settings": {"members": cfg.members, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size},

@@ -12,6 +12,8 @@ A test, a notebook or ``copgen evaluate`` calls the same pieces:
 :func:`evaluate_tiles`
     Generates every experiment's targets for those tiles (``members`` per tile, seeded per tile and
     member) and scores them against the truth, chunk by chunk so memory stays bounded.
+:func:`vae_reconstruction`
+    Encode-decode scores of every image modality's VAE on the same tiles.
 :func:`cube_seam_ratios`
     The seam ratio of a mosaic cube (optional hook for large-area outputs).
 :func:`format_table`
@@ -524,6 +526,62 @@ def evaluate_tiles(model: Any, tiles: Sequence[Tile], experiments: Sequence[Expe
     return {"experiments": body, "mae_ratio_vs_unconditional": mae_ratios(runs)}
 
 
+# -- VAE reconstruction ------------------------------------------------------------------------------------------
+
+
+def vae_reconstruction(model: Any, tiles: Sequence[Tile], keys: Sequence[str] | None = None,
+                       chunk_tiles: int = 4) -> dict[str, Any]:
+    """Encode (posterior mean) and decode every image modality of ``tiles``; score against the input.
+
+    Parameters
+    ----------
+    model:
+        A :class:`copgen_core.generate.CopgenModel` (its VAEs are used, not its backbone).
+    tiles:
+        Complete tiles (:func:`complete_tiles`).
+    keys:
+        Image modalities to score (default: every image modality of the model present in every tile).
+
+    Returns
+    -------
+    dict
+        Per modality: the :class:`ImageScores` (one "member", the reconstruction; PSNR/SSIM by the
+        official min-max protocol in evaluation units) or :class:`ClassMapScores` result, plus
+        ``psnr_normalised``: ``10 log10(2^2 / MSE)`` pooled over every value in the VAE's [-1, 1]
+        input space (what ``copgen train-vae`` reports) and ``psnr_normalised_median``, the median of
+        the per-sample values.
+    """
+    import torch
+
+    from copgen_core.normalize import denormalize, normalize
+
+    wanted = [k for k in (keys or model.modalities) if BY_KEY[k].is_image and all(k in t.arrays for t in tiles)]
+    out: dict[str, Any] = {}
+    for key in wanted:
+        modality = BY_KEY[key]
+        scorer = _scorer(modality, 1)
+        sq_sum, count, per_sample = 0.0, 0, []
+        for start in range(0, len(tiles), chunk_tiles):
+            truth = _stack(tiles[start:start + chunk_tiles], key)
+            x = torch.as_tensor(np.stack([np.asarray(normalize(modality, v[None]).values)[0] for v in truth]),
+                                dtype=torch.float32)
+            with torch.no_grad():
+                vae = model.vae(key)
+                y = torch.cat([vae.decode(vae.encode(x[i:i + 1].to(model.device))).float().cpu()
+                               for i in range(x.shape[0])])
+            err = (y - x).double().square()
+            sq_sum += float(err.sum())
+            count += err.numel()
+            per_sample.extend((10 * torch.log10(4.0 / err.mean(dim=(1, 2, 3)))).tolist())
+            recon = np.stack([np.asarray(denormalize(modality, y[i:i + 1].numpy()))[0] for i in range(y.shape[0])])
+            scorer.update(recon[:, None], truth)
+        result = scorer.result()
+        result["psnr_normalised"] = float(10 * math.log10(4.0 / (sq_sum / count)))
+        result["psnr_normalised_median"] = float(np.median(per_sample))
+        out[key] = result
+    return out
+
+
 # -- seams -----------------------------------------------------------------------------------------------------
 
 
@@ -582,6 +640,18 @@ def format_table(report: Mapping[str, Any]) -> str:
             for key, r in targets.items():
                 bands = "  ".join(f"{b} {v:.3f}" for b, v in r["bands"].items())
                 lines.append(f"   {name:<32} {key:<31} all {r['all_bands']:.3f}   {bands}")
+    vae = report.get("vae_reconstruction") or {}
+    if vae:
+        lines.append("== VAE reconstruction (posterior mean) of the held-out tiles")
+        for key, r in vae.items():
+            if "all_bands" in r:
+                lines.append(f"   {key:<31} PSNR {r['all_bands']['member']['psnr']:6.2f} dB (official, "
+                             f"{r['units']})  {r['psnr_normalised']:6.2f} dB pooled [-1,1] (median sample "
+                             f"{r['psnr_normalised_median']:.2f})  SSIM {r['all_bands']['member']['ssim']:.3f}  "
+                             f"MAE {r['all_bands']['member']['mae']:.4g}")
+            else:
+                lines.append(f"   {key:<31} accuracy {r['member']['accuracy']:.3f}  mIoU {r['member']['miou']:.3f}"
+                             f"  {r['psnr_normalised']:6.2f} dB pooled [-1,1]")
     ladder = report.get("information_ladder")
     if ladder:
         lines.append("== S2 L2A uncertainty vs information (mean of the three groups, reflectance)")

@@ -226,6 +226,14 @@ def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_
     assert classes["3d_cartesian_lat_lon"]["units"] == "km" and classes["mean_timestamps"]["units"] == "days"
     ratio = report["mae_ratio_vs_unconditional"]["s2l2a_from_static"]["S2L2A_B02_B03_B04_B08"]
     assert ratio["all_bands"] > 0 and set(ratio["bands"]) == {"B04", "B03", "B02", "B08"}
+    # every image modality the tiles hold gets a VAE encode-decode score
+    vae = report["vae_reconstruction"]
+    assert {"S2L2A_B02_B03_B04_B08", "DEM_DEM", LULC} <= set(vae)
+    s2 = vae["S2L2A_B02_B03_B04_B08"]
+    assert s2["samples"] == data["evaluated"] and math.isfinite(s2["all_bands"]["member"]["psnr"])
+    assert math.isfinite(s2["psnr_normalised"]) and 0 <= vae[LULC]["member"]["accuracy"] <= 1
+    assert "VAE reconstruction" in proc.stdout
+    assert "information_ladder" not in report  # the +S1 / +L1C experiments did not run
 
 
 @pytest.mark.slow
