@@ -264,6 +264,8 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
               help="probability of replacing a modality by pure noise at t=1000 (not in the official recipe).")
 @click.option("--condition-dropout", type=float, default=0.0, show_default=True,
               help="probability of giving a modality clean at t=0 (not in the official recipe).")
+@click.option("--min-snr-gamma", type=float, default=None,
+              help="min-SNR-γ loss weighting, e.g. 5 (not in the official recipe; default: off).")
 @click.option("--ema-rate", type=float, default=0.9999, show_default=True, help="EMA decay per step.")
 @click.option("--weight-decay", type=float, default=0.03, show_default=True, help="AdamW weight decay.")
 @click.option("--gradient-checkpointing", is_flag=True, help="recompute blocks in the backward pass.")
@@ -278,7 +280,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, vae_dir: Path | None, bundle: Path | None,
-            modalities: str | None, modality_dropout: float, condition_dropout: float, ema_rate: float,
+            modalities: str | None, modality_dropout: float, condition_dropout: float, min_snr_gamma: float | None,
+            ema_rate: float,
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
             position_scale: float) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
@@ -326,7 +329,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             warmup_steps=5000 if warmup_steps is None else warmup_steps, ema_rate=ema_rate, grad_accum=grad_accum,
             grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
             gradient_checkpointing=gradient_checkpointing, modality_dropout=modality_dropout,
-            condition_dropout=condition_dropout, seed=seed)
+            condition_dropout=condition_dropout, min_snr_gamma=min_snr_gamma, seed=seed)
         arch = backbone_preset(preset, keys)
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():

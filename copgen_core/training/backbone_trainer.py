@@ -71,6 +71,11 @@ class BackboneTrainConfig:
         Probability per (sample, modality) of pure noise at n = 1000 (not in the official recipe).
     condition_dropout:
         Probability per (sample, modality) of a clean latent at n = 0 (not in the official recipe).
+    min_snr_gamma:
+        Min-SNR-γ loss weighting (Hang et al., 2023; not in the official recipe): each noised
+        modality's ε-MSE is weighted by ``min(SNR_n, γ) / SNR_n`` with ``SNR_n = abar_n / (1 - abar_n)``,
+        which stops the many nearly clean steps from dominating the gradient; None (official) weighs
+        every step 1.
     seed:
         Run seed of every random draw.
 
@@ -92,6 +97,7 @@ class BackboneTrainConfig:
     gradient_checkpointing: bool = False
     modality_dropout: float = 0.0
     condition_dropout: float = 0.0
+    min_snr_gamma: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +108,8 @@ class BackboneTrainConfig:
             raise ValueError(
                 f"modality_dropout={p} and condition_dropout={q} must be probabilities with a sum <= 1"
             )
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be positive (or None), got {self.min_snr_gamma}")
         self.schedule()
 
     def schedule(self) -> LRSchedule:
@@ -229,7 +237,7 @@ class BackboneTrainer:
         -------
         x, t, eps, weights
             Per modality the noisy input, the (B,) float timestep and the noise; (B, M) loss weights
-            (0 where the modality was dropped or given clean).
+            (0 where the modality was dropped or given clean; the min-SNR weight if configured).
         """
         p = self.config.modality_dropout if dropout else 0.0
         q = self.config.condition_dropout if dropout else 0.0
@@ -248,8 +256,17 @@ class BackboneTrainer:
             xs.append(x)
             ts.append(n.float())
             epss.append(eps)
-            ws.append((~(drop | cond)).float())
+            ws.append((~(drop | cond)).float() * self._snr_weight(n))
         return xs, ts, epss, torch.stack(ws, dim=1)
+
+    def _snr_weight(self, n: Tensor) -> Tensor:
+        """Per-sample loss weight of training step ``n`` (ones unless ``min_snr_gamma`` is set)."""
+        gamma = self.config.min_snr_gamma
+        if gamma is None:
+            return torch.ones(n.shape, device=n.device)
+        abar = self.schedule.alphas_cumprod.to(n.device)[n.clamp(min=1)]
+        snr = abar / (1.0 - abar)
+        return (snr.clamp(max=gamma) / snr).float()
 
     def _loss(self, batch: Batch, micro: int) -> tuple[Tensor, dict[str, float]]:
         gen = self._generator("step", self.step, micro, distributed.rank())

@@ -65,6 +65,24 @@ def test_modality_dropout_is_pure_noise_at_t1000_and_condition_dropout_clean_at_
         BackboneTrainConfig(modality_dropout=0.6, condition_dropout=0.6)
 
 
+def test_min_snr_weighting_down_weights_only_the_nearly_clean_steps() -> None:
+    z = [torch.randn(4000, 1, 1, 3)]
+    weighted = _trainer(BackboneTrainConfig(min_snr_gamma=5.0))
+    _, t, _, w = weighted.noised_inputs(z, torch.Generator().manual_seed(0))
+    n = t[0].long()
+    abar = copgen_schedule().alphas_cumprod[n.clamp(min=1)]
+    snr = abar / (1 - abar)
+    assert torch.allclose(w[:, 0], (torch.clamp(snr, max=5.0) / snr).float())
+    noisy = snr <= 5.0
+    assert bool((w[noisy, 0] == 1).all()) and bool((w[snr > 5.0, 0] < 1).all()) and noisy.any()
+    # same draws as without weighting: only the weights change
+    _, t_plain, _, _ = _trainer(BackboneTrainConfig()).noised_inputs(
+        z, torch.Generator().manual_seed(0))
+    assert torch.equal(t[0], t_plain[0])
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        BackboneTrainConfig(min_snr_gamma=0.0)
+
+
 def test_latents_from_pixels_and_from_moments_are_the_same_posterior_sample() -> None:
     trainer = _trainer()
     batch = _batch()
