@@ -276,6 +276,11 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
                    "position (faster learning of cross-modal alignment; not in the official recipe).")
 @click.option("--position-scale", type=float, default=0.5, show_default=True,
               help="RMS of the ground-position code ('--position-init ground').")
+@click.option("--attention-init", type=click.Choice(["random", "mimetic"]), default="random", show_default=True,
+              help="'mimetic' starts each head's W_q = W_k as a scaled random orthonormal projection, so tokens "
+                   "first attend to similar tokens (with --position-init ground: the same ground); not official.")
+@click.option("--attention-scale", type=float, default=3.0, show_default=True,
+              help="weight of the mimetic query-key identity ('--attention-init mimetic').")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
@@ -283,7 +288,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             modalities: str | None, modality_dropout: float, condition_dropout: float, min_snr_gamma: float | None,
             ema_rate: float,
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
-            position_scale: float) -> None:
+            position_scale: float, attention_init: str, attention_scale: float) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -298,7 +303,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     from copgen_core.presets import backbone_preset
     from copgen_core.training import distributed
     from copgen_core.training.backbone_trainer import BackboneTrainConfig, BackboneTrainer
-    from copgen_core.training.init import align_positions_
+    from copgen_core.training.init import align_positions_, mimetic_attention_
     from copgen_core.training.loop import run_loop
     from transforms.cube import load_spec
     from transforms.cube_spec import CubeError
@@ -351,10 +356,13 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     backbone = seeded_init(seed, lambda: CopgenBackbone(arch))
     if position_init == "ground":
         align_positions_(backbone, position_scale)
+    if attention_init == "mimetic":
+        mimetic_attention_(backbone, attention_scale)
     trainer = BackboneTrainer(backbone, vaes, config, device=dev)
     identity = {**train_ds.fingerprint(), "batch_size": batch_size, "world_size": distributed.world_size(),
                 "preset": preset, "architecture": arch.to_dict(),
-                "position_init": [position_init, position_scale if position_init == "ground" else None]}
+                "position_init": [position_init, position_scale if position_init == "ground" else None],
+                "attention_init": [attention_init, attention_scale if attention_init == "mimetic" else None]}
     if resume:
         resume_state(state_path, trainer, identity)
         say(f"resuming at step {trainer.step}")

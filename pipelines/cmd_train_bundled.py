@@ -103,6 +103,8 @@ BACKBONE_EMA_RATE = 0.995
 """EMA horizon of ~200 steps: with 0.999 a 1,000-step run would still be a third its initialisation."""
 POSITION_INIT = "ground"
 """Image tokens' positional embeddings start from a shared ground-position code (copgen_core.training.init)."""
+ATTENTION_INIT = "random"
+"""Attention heads' query/key initialisation (``mimetic``: start as similarity search)."""
 MODALITY_DROPOUT = 0.25
 CONDITION_DROPOUT = 0.35
 """Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
@@ -479,22 +481,29 @@ def _stream(cmd: list[str], log_path: Path, prefix: str, env: dict[str, str]) ->
         return proc.wait()
 
 
-def _train_backbone(paths: WorkPaths, recipe: Recipe, cache_id: dict[str, Any], *, steps: int, batch_size: int,
+def backbone_arguments(steps: int) -> list[str]:
+    """The recipe's ``copgen train`` settings (besides data, output and seed)."""
+    args = ["--preset", "tiny", "--lr", str(BACKBONE_LR), "--warmup-steps", str(min(BACKBONE_WARMUP, steps)),
+            "--ema-rate", str(BACKBONE_EMA_RATE), "--modality-dropout", str(MODALITY_DROPOUT),
+            "--condition-dropout", str(CONDITION_DROPOUT), "--grad-clip", str(BACKBONE_GRAD_CLIP),
+            "--position-init", POSITION_INIT, "--attention-init", ATTENTION_INIT]
+    return args
+
+
+def _train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any], *, steps: int, batch_size: int,
                     seed: int) -> dict[str, Any]:
-    """``copgen train`` from the latent cache; resumes an interrupted run of the same cache, else starts over."""
+    """``copgen train`` from the latent cache; resumes an interrupted run of the same identity (latents,
+    settings, steps, batch, seed), else starts over."""
     started = recipe.stages.get("backbone-started", {}).get("identity")
-    if paths.run.exists() and started != cache_id:
-        click.echo(f"  {paths.run} was trained on other latents; deleting it to train again")
+    if paths.run.exists() and started != backbone_id:
+        click.echo(f"  {paths.run} was trained on other latents or settings; deleting it to train again")
         shutil.rmtree(paths.run)
-    recipe.record("backbone-started", cache_id, 0.0)
+    recipe.record("backbone-started", backbone_id, 0.0)
     info_path = paths.run / "bundle.json"
     if info_path.is_file() and int(json.loads(info_path.read_text()).get("steps", -1)) == steps:
         return {}
-    args = ["train", "--cube", str(paths.cube), "--vae-dir", str(paths.vaes), "--preset", "tiny",
-            "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(BACKBONE_LR),
-            "--warmup-steps", str(min(BACKBONE_WARMUP, steps)), "--ema-rate", str(BACKBONE_EMA_RATE),
-            "--modality-dropout", str(MODALITY_DROPOUT), "--condition-dropout", str(CONDITION_DROPOUT),
-            "--grad-clip", str(BACKBONE_GRAD_CLIP), "--position-init", POSITION_INIT,
+    args = ["train", "--cube", str(paths.cube), "--vae-dir", str(paths.vaes), *backbone_arguments(steps),
+            "--steps", str(steps), "--batch-size", str(batch_size),
             "--latent-cache", str(paths.cache), "--out", str(paths.run), "--seed", str(seed), "--log-every", "50"]
     if (paths.run / "train_state.pt").is_file():
         args.append("--resume")
@@ -524,7 +533,7 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
 
     config = {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
               "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
-              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT, "vae_finetune_lr": VAE_FINETUNE_LR,
+              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT, "attention_init": ATTENTION_INIT, "vae_finetune_lr": VAE_FINETUNE_LR,
               "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
               "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny"}
     data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
@@ -708,9 +717,10 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     if until == "cache":
         return _stopped("cache")
 
-    backbone_id = {"cache": cache_id, "steps": backbone_steps, "batch_size": batch_size, "seed": seed}
+    backbone_id = {"cache": cache_id, "steps": backbone_steps, "batch_size": batch_size, "seed": seed,
+                   "settings": backbone_arguments(backbone_steps)}
     _run_stage("backbone", recipe, backbone_id,
-               lambda: _train_backbone(paths, recipe, cache_id, steps=backbone_steps, batch_size=batch_size,
+               lambda: _train_backbone(paths, recipe, backbone_id, steps=backbone_steps, batch_size=batch_size,
                                        seed=seed),
                seconds, present=(paths.run / "bundle.json").is_file())
     if until == "backbone":

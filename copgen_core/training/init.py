@@ -91,3 +91,50 @@ def align_positions_(model: CopgenBackbone, scale: float = 0.5) -> CopgenBackbon
     if offset != model.pos_embed.shape[1]:
         raise AssertionError(f"token layout mismatch: counted {offset}, pos_embed has {model.pos_embed.shape[1]}")
     return model
+
+
+MIMETIC_SEED = 20231
+"""Fixed seed of the mimetic projections: the initialisation stays a function of the run seed alone."""
+
+
+@torch.no_grad()
+def mimetic_attention_(model: CopgenBackbone, scale: float = 3.0) -> CopgenBackbone:
+    """Start every attention head as a similarity search: ``W_q = W_k = sqrt(scale) P`` per head.
+
+    ``P`` is a random (head_dim x width) matrix with orthonormal rows, so a head's logits start as
+    ``scale * d^-0.5 * (P x_i) . (P x_j)``: each token attends most to the tokens that look like it.
+    With :func:`align_positions_` the tokens over the same ground share their position code, so from
+    the first step the 10 m S2 tokens read the land-cover, DEM, S1 and L1C tokens under them, instead
+    of the backbone having to learn that routing from near-uniform attention (mimetic initialisation,
+    Trockman & Kolter, 2023, who found trained ViTs' ``W_q W_k^T`` close to a positive identity).
+    Values and output projections keep their random initialisation.
+
+    Parameters
+    ----------
+    model:
+        A freshly initialised backbone (modified in place and returned).
+    scale:
+        The identity's weight ``alpha`` in ``W_q^T W_k = alpha P^T P``.
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not positive.
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    dim = model.config.embed_dim
+    heads = model.config.num_heads
+    head_dim = dim // heads
+    gen = torch.Generator().manual_seed(MIMETIC_SEED)
+    blocks = [*model.in_blocks, model.mid_block, *model.out_blocks]
+    for block in blocks:
+        weight = block.attn.qkv.weight  # (3 * dim, dim): q rows, then k rows, then v rows
+        for h in range(heads):
+            gauss = torch.randn(dim, head_dim, generator=gen, dtype=torch.float64)
+            basis, _ = torch.linalg.qr(gauss)  # (dim, head_dim), orthonormal columns
+            proj = (math.sqrt(scale) * basis.T).to(weight.dtype)
+            rows = slice(h * head_dim, (h + 1) * head_dim)
+            weight[rows] = proj
+            weight[dim + h * head_dim: dim + (h + 1) * head_dim] = proj
+    return model

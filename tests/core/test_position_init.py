@@ -8,7 +8,7 @@ import torch
 
 from copgen_core.backbone import CopgenBackbone
 from copgen_core.presets import backbone_preset
-from copgen_core.training.init import align_positions_, position_code
+from copgen_core.training.init import align_positions_, mimetic_attention_, position_code
 
 
 def _rows(model: CopgenBackbone, key: str) -> torch.Tensor:
@@ -47,3 +47,24 @@ def test_align_positions_adds_the_code_to_image_tokens_only() -> None:
     cos = torch.nn.functional.cosine_similarity(lulc.unsqueeze(1), s2.unsqueeze(0), dim=-1)
     assert bool((cos.argmax(1) == torch.arange(lulc.shape[0])).all())
     assert set(model.state_dict()) == set(CopgenBackbone(backbone_preset("tiny")).state_dict())
+
+
+def test_mimetic_attention_makes_each_head_a_similarity_search() -> None:
+    torch.manual_seed(0)
+    model = CopgenBackbone(backbone_preset("tiny"))
+    v_before = model.in_blocks[0].attn.qkv.weight[256:].clone()
+    mimetic_attention_(model, 3.0)
+    d, h = model.config.embed_dim, model.config.num_heads
+    dh = d // h
+    for block in [*model.in_blocks, model.mid_block, *model.out_blocks]:
+        w = block.attn.qkv.weight
+        for head in range(h):
+            q, k = w[head * dh:(head + 1) * dh], w[d + head * dh:d + (head + 1) * dh]
+            assert torch.equal(q, k)
+            assert torch.allclose(q @ q.T, 3.0 * torch.eye(dh), atol=1e-5)  # sqrt(3) x orthonormal rows
+    assert torch.equal(model.in_blocks[0].attn.qkv.weight[256:], v_before)  # values untouched
+    # a token's logits peak on itself: attention starts as a similarity search
+    x = torch.randn(10, d)
+    w = model.in_blocks[0].attn.qkv.weight
+    logits = (x @ w[:dh].T) @ (x @ w[d:d + dh].T).T
+    assert bool((logits.argmax(1) == torch.arange(10)).all())
