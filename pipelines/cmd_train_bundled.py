@@ -103,8 +103,13 @@ BACKBONE_EMA_RATE = 0.995
 """EMA horizon of ~200 steps: with 0.999 a 1,000-step run would still be a third its initialisation."""
 POSITION_INIT = "ground"
 """Image tokens' positional embeddings start from a shared ground-position code (copgen_core.training.init)."""
+POSITION_SCALE = 0.5
+"""RMS of that code (the train default)."""
 ATTENTION_INIT = "random"
-"""Attention heads' query/key initialisation (``mimetic``: start as similarity search)."""
+ATTENTION_SCALE = 0.3
+"""Attention starts as the official random one: ``mimetic`` (with a 2.0 position code) did not help in
+300-step trials, it raised the loss (docs/model-card.md)."""
+MIN_SNR_GAMMA: float | None = None
 MODALITY_DROPOUT = 0.25
 CONDITION_DROPOUT = 0.35
 """Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
@@ -486,7 +491,10 @@ def backbone_arguments(steps: int) -> list[str]:
     args = ["--preset", "tiny", "--lr", str(BACKBONE_LR), "--warmup-steps", str(min(BACKBONE_WARMUP, steps)),
             "--ema-rate", str(BACKBONE_EMA_RATE), "--modality-dropout", str(MODALITY_DROPOUT),
             "--condition-dropout", str(CONDITION_DROPOUT), "--grad-clip", str(BACKBONE_GRAD_CLIP),
-            "--position-init", POSITION_INIT, "--attention-init", ATTENTION_INIT]
+            "--position-init", POSITION_INIT, "--position-scale", str(POSITION_SCALE),
+            "--attention-init", ATTENTION_INIT, "--attention-scale", str(ATTENTION_SCALE)]
+    if MIN_SNR_GAMMA is not None:
+        args += ["--min-snr-gamma", str(MIN_SNR_GAMMA)]
     return args
 
 
@@ -533,7 +541,9 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
 
     config = {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
               "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
-              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT, "attention_init": ATTENTION_INIT, "vae_finetune_lr": VAE_FINETUNE_LR,
+              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT,
+              "position_scale": POSITION_SCALE, "attention_init": ATTENTION_INIT, "attention_scale": ATTENTION_SCALE,
+              "min_snr_gamma": MIN_SNR_GAMMA, "vae_finetune_lr": VAE_FINETUNE_LR,
               "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
               "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny"}
     data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
