@@ -284,7 +284,7 @@ def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path)
         assert "item-clear" in found.stdout and "item-cloudy" not in found.stdout
         assert "5.00" in found.stdout
         assert _copgen("stac", "stop", "--state", str(state)).returncode == 0
-        assert serving.wait(timeout=60) == 0
+        assert serving.wait(timeout=180) == 0
     finally:
         serving.kill()
         _copgen("stac", "stop", "--state", str(state))
@@ -293,7 +293,7 @@ def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path)
     serving, env = _serve(world, state)
     try:
         serving.send_signal(signal.SIGINT)
-        assert serving.wait(timeout=60) == 0
+        assert serving.wait(timeout=180) == 0
     finally:
         serving.kill()
         _copgen("stac", "stop", "--state", str(state))
