@@ -48,7 +48,7 @@ def information_ladder(experiments: Mapping[str, Any]) -> dict[str, Any] | None:
         steps.append({"name": name, "label": label, **mean})
 
     def narrows(key: str) -> bool:
-        return all(b[key] < a[key] for a, b in zip(steps, steps[1:], strict=False))
+        return all(float(b[key]) < float(a[key]) for a, b in zip(steps, steps[1:], strict=False))
 
     return {"steps": steps, "spread_narrows": narrows("spread"), "crps_narrows": narrows("crps")}
 
