@@ -35,7 +35,7 @@ def information_ladder(experiments: Mapping[str, Any]) -> dict[str, Any] | None:
         ``crps_narrows`` (strictly decreasing along the ladder); None if a ladder experiment was not
         run or was skipped.
     """
-    steps = []
+    steps: list[dict[str, Any]] = []
     for name, label in LADDER:
         entry = experiments.get(name) or {}
         scores = entry.get("scores")
