@@ -6,6 +6,7 @@ the first band, or 1 - modal frequency for classes). For real-data cubes: the ti
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,10 @@ def render_cube(url: str, out_dir: Path, *, storage_options: Mapping[str, Any] |
                     spread = 1.0 - np.nanmax(freq, axis=0) if freq is not None else None
                 else:
                     members = arr
-                    centre = np.nanmean(arr, axis=0) if np.isfinite(arr).any() else arr[0]
-                    spread = np.nanstd(arr[:, 0], axis=0)
+                    with warnings.catch_warnings():  # canvases hold NaN outside the windows
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        centre = np.nanmean(arr, axis=0) if np.isfinite(arr).any() else arr[0]
+                        spread = np.nanstd(arr[:, 0], axis=0)
                 written.append(ql.save_png(ql.upscale(_render(kind, key, centre, gsd), size),
                                            out_dir / f"{tag}_mean.png"))
                 sheet = [ql.upscale(_render(kind, key, members[m], gsd), size // 2)
