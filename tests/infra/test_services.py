@@ -258,14 +258,18 @@ def _copgen(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _serve(world: Path, state: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """``copgen stac serve`` in the foreground; returns it once it printed its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "stac", "serve", "--world", str(world),
-                             "--state", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
+    # stderr goes to a file: an unread pipe fills up with the server's log and blocks its shutdown
+    err_path = state.parent / f"{state.name}.serve.err"
+    with open(err_path, "a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "stac", "serve", "--world", str(world),
+                                 "--state", str(state)], stdout=subprocess.PIPE, stderr=err, text=True,
+                                cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("STAC_API_URL="):
         proc.kill()
-        raise AssertionError(f"serve printed {line!r}; stderr: {proc.communicate()[1]}")
+        proc.wait()
+        raise AssertionError(f"serve printed {line!r}; stderr: {err_path.read_text()[-3000:]}")
     return proc, parse_env((state / "env").read_text())
 
 
