@@ -261,9 +261,9 @@ def _serve(world: Path, state: Path) -> tuple[subprocess.Popen[str], dict[str, s
     # stderr goes to a file: an unread pipe fills up with the server's log and blocks its shutdown
     err_path = state.parent / f"{state.name}.serve.err"
     with open(err_path, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "stac", "serve", "--world", str(world),
-                                 "--state", str(state)], stdout=subprocess.PIPE, stderr=err, text=True,
-                                cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pipelines.cli", "stac", "serve",
+                                 "--world", str(world), "--state", str(state)], stdout=subprocess.PIPE, stderr=err,
+                                text=True, cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("STAC_API_URL="):
@@ -290,7 +290,7 @@ def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path)
         assert "item-clear" in found.stdout and "item-cloudy" not in found.stdout
         assert "5.00" in found.stdout
         assert _copgen("stac", "stop", "--state", str(state)).returncode == 0
-        assert serving.wait(timeout=180) == 0
+        assert _wait_serve(serving, state) == 0
     finally:
         serving.kill()
         _copgen("stac", "stop", "--state", str(state))
@@ -299,12 +299,28 @@ def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path)
     serving, env = _serve(world, state)
     try:
         serving.send_signal(signal.SIGINT)
-        assert serving.wait(timeout=180) == 0
+        assert _wait_serve(serving, state) == 0
     finally:
         serving.kill()
         _copgen("stac", "stop", "--state", str(state))
     assert _wait_until_gone(_pids(env), 10) == []
     assert not state.exists()
+
+
+def _wait_serve(proc: subprocess.Popen[str], state: Path, timeout: float = 180) -> int:
+    """Wait for a foreground serve; on timeout, fail with its Python stack and the processes around it."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # -X faulthandler dumps every thread's stack to its stderr file
+        proc.wait(timeout=30)
+        err_path = state.parent / f"{state.name}.serve.err"
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,args"], capture_output=True, text=True).stdout
+        lock_holders = subprocess.run(["bash", "-c", f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -F '{state}' || true"],
+                                      capture_output=True, text=True).stdout
+        listing = sorted(str(p) for p in state.rglob("*")) if state.exists() else "(state gone)"
+        raise AssertionError(f"serve did not exit within {timeout} s.\nstderr:\n{err_path.read_text()[-6000:]}\n"
+                             f"state: {listing}\nfds on state: {lock_holders}\nps:\n{ps}") from None
 
 
 def test_cli_search_exit_codes(tmp_path: Path) -> None:
