@@ -4,7 +4,8 @@ For every held-out sample of a training cube (through its latent cache) and a fe
 three S2 L2A latents are noised to step ``n`` and the backbone predicts their ε twice: with DEM,
 LULC, location and date given clean at t = 0 (and, optionally, S1 or the S2 L1C groups too), and
 with every other modality marginalised (pure noise at t = 1000). A ratio below 1 says the conditions
-help; 1.000 says the backbone ignores them. It is the quick check of a backbone recipe (seconds),
+help; 1.000 says the backbone ignores them. Targets and condition sets are cut to the modalities
+the backbone has (so it also checks backbones over a subset of the modalities). It is the quick check of a backbone recipe (seconds),
 before the full ``copgen evaluate``.
 
     python bench/condition_gain.py --model runs/backbone --cube train.zarr --cache latents.safetensors
@@ -38,10 +39,12 @@ def condition_gain(model_ref: str, cube: str, cache: str, steps: tuple[int, ...]
     model = load_model(model_ref)
     backbone = model.backbone
     keys = list(backbone.config.modalities)
+    targets = tuple(k for k in TARGETS if k in keys)
+    sets = {name: tuple(k for k in given if k in keys) for name, given in SETS.items()}
     ds = CubeDataset(cube, keys, split=split, latent_cache=cache)  # type: ignore[arg-type]
     schedule = copgen_schedule()
     gen = torch.Generator().manual_seed(seed)
-    sums: dict[str, dict[int, float]] = {name: dict.fromkeys(steps, 0.0) for name in ("none", *SETS)}
+    sums: dict[str, dict[int, float]] = {name: dict.fromkeys(steps, 0.0) for name in ("none", *sets)}
     for i in range(len(ds)):
         item = ds[i]
         clean = {}
@@ -52,10 +55,10 @@ def condition_gain(model_ref: str, cube: str, cache: str, steps: tuple[int, ...]
         for n in steps:
             nt = torch.tensor([n])
             for name in sums:
-                given = () if name == "none" else SETS[name]
+                given = () if name == "none" else sets[name]
                 lat, ts = [], []
                 for m in backbone.modalities:
-                    if m.key in TARGETS:
+                    if m.key in targets:
                         lat.append(schedule.add_noise(clean[m.key], noise[m.key], nt))
                         ts.append(float(n))
                     elif m.key in given:
@@ -65,9 +68,9 @@ def condition_gain(model_ref: str, cube: str, cache: str, steps: tuple[int, ...]
                         lat.append(noise[m.key])
                         ts.append(1000.0)
                 out = backbone(lat, ts)
-                err = sum(float(((out[keys.index(k)] - noise[k]) ** 2).mean()) for k in TARGETS) / len(TARGETS)
+                err = sum(float(((out[keys.index(k)] - noise[k]) ** 2).mean()) for k in targets) / len(targets)
                 sums[name][n] += err / len(ds)
-    ratios = {name: {n: sums[name][n] / sums["none"][n] for n in steps} for name in SETS}
+    ratios = {name: {n: sums[name][n] / sums["none"][n] for n in steps} for name in sets}
     return {"samples": len(ds), "mse": sums, "ratio_vs_marginalised": ratios}
 
 

@@ -56,6 +56,15 @@ class BackboneConfig:
         MLP hidden width over ``embed_dim`` (hidden = ``int(embed_dim * mlp_ratio)``).
     qkv_bias:
         Whether the fused qkv projection has a bias (False in every official model).
+    ground_heads:
+        Heads per block whose attention logits get a fixed ground-distance bias (0, the official
+        architecture, disables it; not in the official model). See :func:`ground_attention_bias`:
+        such a head reads, from the first training step, the tokens of every image modality over
+        the same ground, which a small model on a short budget does not learn to do from uniform
+        attention. The bias is a buffer, not a parameter: state dicts are unchanged.
+    ground_sigma:
+        Width of the first ground head's Gaussian bias in window units (1/12 = one 10 m token);
+        ground head ``h`` uses ``ground_sigma * 2**h``.
 
     Raises
     ------
@@ -71,6 +80,8 @@ class BackboneConfig:
     num_heads: int = 16
     mlp_ratio: float = 4.0
     qkv_bias: bool = False
+    ground_heads: int = 0
+    ground_sigma: float = 1.0 / 12.0
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -96,6 +107,10 @@ class BackboneConfig:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
         if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
             raise ValueError(f"mlp_ratio must give a positive hidden width, got {self.mlp_ratio}")
+        if not 0 <= self.ground_heads <= self.num_heads:
+            raise ValueError(f"ground_heads must be in [0, num_heads={self.num_heads}], got {self.ground_heads}")
+        if not self.ground_sigma > 0:
+            raise ValueError(f"ground_sigma must be positive (window units), got {self.ground_sigma}")
 
     @property
     def head_dim(self) -> int:
@@ -134,7 +149,8 @@ class BackboneConfig:
         ValueError
             If ``data`` holds keys that are not config fields (the message lists them).
         """
-        known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias"}
+        known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
+                 "ground_sigma"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -169,6 +185,53 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = TIME_MAX_PERIOD)
     return emb
 
 
+def token_centres(config: BackboneConfig) -> Tensor:
+    """Ground position of every token in window units, NaN for time and scalar tokens.
+
+    Returns
+    -------
+    Tensor
+        (L, 2) float64: (x, y) of each token's centre in [0, 1] (a g x g lattice's token (i, j),
+        row-major, sits at ((j + 0.5) / g, (i + 0.5) / g)), so lattices of every resolution share
+        one frame; rows of time tokens and of location/date tokens are NaN.
+    """
+    lay = config.token_layout
+    centres = torch.full((lay.num_tokens, 2), float("nan"), dtype=torch.float64)
+    for m, (start, end) in zip(lay.modalities, lay.spans().values(), strict=True):
+        if not m.is_image:
+            continue
+        grid = m.latent_shape[1] // m.patch_size
+        c = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+        yy, xx = torch.meshgrid(c, c, indexing="ij")
+        centres[start:end] = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+    return centres
+
+
+def ground_attention_bias(config: BackboneConfig) -> Tensor | None:
+    """The fixed attention-logit bias of :attr:`BackboneConfig.ground_heads`, or None when there are none.
+
+    For ground head ``h`` (the first ``ground_heads`` heads) and two image tokens at ground distance
+    ``d`` (window units), the bias is ``-d**2 / (2 sigma_h**2)`` with ``sigma_h = ground_sigma * 2**h``;
+    pairs involving a time, location or date token get 0, as do all pairs of the other heads.
+
+    Returns
+    -------
+    Tensor or None
+        (1, num_heads, L, L) float32, added to the logits (``q kᵀ d^-0.5``) before the softmax.
+    """
+    if config.ground_heads == 0:
+        return None
+    centres = token_centres(config)
+    dist2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    dist2 = torch.nan_to_num(dist2, nan=0.0)  # non-image tokens: no bias
+    length = centres.shape[0]
+    bias = torch.zeros(1, config.num_heads, length, length, dtype=torch.float64)
+    for h in range(config.ground_heads):
+        sigma = config.ground_sigma * 2.0**h
+        bias[0, h] = -dist2 / (2.0 * sigma**2)
+    return bias.float()
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches to tokens: (B, C, H, W) -> (B, (H/p)(W/p), D) via a p x p stride-p conv."""
 
@@ -195,14 +258,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.mode: AttentionMode = "sdpa"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """(B, L, D) -> (B, L, D); ``bias`` (1 or B, H, L, L) float32 is added to the logits."""
         qkv = einops.rearrange(self.qkv(x), "B L (K H D) -> K B H L D", K=3, H=self.num_heads)
         q, k, v = qkv[0].float(), qkv[1].float(), qkv[2].float()
         if self.mode == "math":
-            attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+            logits = (q @ k.transpose(-2, -1)) * self.scale
+            attn = (logits if bias is None else logits + bias).softmax(dim=-1)
             out = attn @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = einops.rearrange(out, "B H L D -> B L (H D)").to(x.dtype)
         return self.proj(out)
 
@@ -236,12 +301,12 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_hidden)
         self.norm3 = nn.LayerNorm(dim, eps=LAYERNORM_EPS)
 
-    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         if self.skip_linear is not None and self.norm1 is not None:
             if skip is None:
                 raise ValueError("a skip block needs the skip tensor from its paired in-block")
             x = self.norm1(self.skip_linear(torch.cat([x, skip], dim=-1)))
-        x = self.norm2(x + self.attn(x))
+        x = self.norm2(x + self.attn(x, bias))
         return self.norm3(x + self.mlp(x))
 
 
@@ -299,8 +364,20 @@ class CopgenBackbone(nn.Module):
         self.decoder_preds = nn.ModuleList(
             nn.Linear(d, m.patch_size**2 * m.latent_shape[0]) for m in self.modalities
         )
+        bias = ground_attention_bias(config)
+        self.ground_bias: Tensor | None
+        if bias is None:
+            self.ground_bias = None
+        else:
+            self.register_buffer("ground_bias", bias, persistent=False)  # not in state dicts
         self.reset_parameters()
         self.set_attention(attention)
+
+    def rebuild_buffers(self, device: str | torch.device | None = None) -> None:
+        """Recompute the buffers that state dicts do not hold (the ground bias), e.g. after a meta-device build."""
+        bias = ground_attention_bias(self.config)
+        if bias is not None:
+            self.ground_bias = bias.to(device if device is not None else self.pos_embed.device)
 
     def reset_parameters(self) -> None:
         """Official initialisation (see the class notes)."""
@@ -442,20 +519,21 @@ class CopgenBackbone(nn.Module):
                 record[f"patch_embed/{m.key}"] = pt.detach()
         time_tokens = [te.to(dtype).unsqueeze(1) for te in time_emb]
         x = torch.cat(time_tokens + patch_tokens, dim=1) + self.pos_embed.to(dtype)
+        bias = self.ground_bias
         if record is not None:
             record["x_after_pos_embed"] = x.detach()
 
         skips: list[Tensor] = []
         for i, block in enumerate(self.in_blocks):
-            x = self._block(block, x, None)
+            x = self._block(block, x, None, bias)
             skips.append(x)
             if record is not None:
                 record[f"in_blocks.{i}"] = x.detach()
-        x = self._block(self.mid_block, x, None)
+        x = self._block(self.mid_block, x, None, bias)
         if record is not None:
             record["mid_block"] = x.detach()
         for i, block in enumerate(self.out_blocks):
-            x = self._block(block, x, skips.pop())
+            x = self._block(block, x, skips.pop(), bias)
             if record is not None:
                 record[f"out_blocks.{i}"] = x.detach()
         x = self.norm(x)
@@ -476,8 +554,8 @@ class CopgenBackbone(nn.Module):
             )
         return outs
 
-    def _block(self, block: nn.Module, x: Tensor, skip: Tensor | None) -> Tensor:
+    def _block(self, block: nn.Module, x: Tensor, skip: Tensor | None, bias: Tensor | None = None) -> Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            out: Tensor = torch.utils.checkpoint.checkpoint(block, x, skip, use_reentrant=False)
+            out: Tensor = torch.utils.checkpoint.checkpoint(block, x, skip, bias, use_reentrant=False)
             return out
-        return block(x, skip)
+        return block(x, skip, bias)

@@ -477,6 +477,9 @@ def _finish(
         for k, v in state.items()
     }
     model.load_state_dict(owned, strict=True, assign=True)
+    rebuild = getattr(model, "rebuild_buffers", None)
+    if rebuild is not None:  # buffers that are not in state dicts are still on the meta device
+        rebuild(device)
     return model.to(device).eval()
 
 

@@ -64,15 +64,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait_for_state_lock(state: Path) -> None:
-    """Block until no start/load/stop of the script holds the state directory's lock."""
+def _wait_for_state_lock(state: Path, timeout_s: float = 60.0) -> bool:
+    """Wait until no start/load/stop of the script holds the state directory's lock.
+
+    Returns False (after ``timeout_s`` seconds) when something still holds it, so a foreground
+    ``serve`` never hangs on a lock a stray process kept; True once the lock was free (or gone).
+    """
     try:
         fd = os.open(state / ".lock", os.O_RDONLY)
     except FileNotFoundError:
-        return
+        return True
+    deadline = time.monotonic() + timeout_s
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
     finally:
         os.close(fd)
 
@@ -118,7 +131,9 @@ def serve(world: Path, state: Path | None, detach: bool) -> None:
         rc, _ = _run_script("stop", state=state)
         _exit_on_failure(rc, "stopping the STAC API")
         return
-    _wait_for_state_lock(env_file.parent)  # a 'copgen stac stop' elsewhere may still be stopping it
+    if not _wait_for_state_lock(env_file.parent):  # a 'copgen stac stop' elsewhere may still be stopping it
+        click.echo(f"copgen stac: {env_file.parent / '.lock'} is still held after 60 s; not waiting for it",
+                   err=True)
     if env_file.exists():  # the server died on its own: show its log, clean up
         log = env_file.parent / "api.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else "(no log)"

@@ -12,6 +12,7 @@ own shard of every global batch (``--batch-size`` is per rank) and rank 0 writes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shlex
@@ -281,6 +282,23 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
                    "first attend to similar tokens (with --position-init ground: the same ground); not official.")
 @click.option("--attention-scale", type=float, default=3.0, show_default=True,
               help="weight of the mimetic query-key identity ('--attention-init mimetic').")
+@click.option("--task-fraction", type=float, default=0.0, show_default=True,
+              help="probability per sample of a conditional-generation task instead of independent noise levels: "
+                   "--task-targets share one step, one --task-conditions set is given clean, the rest is "
+                   "marginalised (not in the official recipe).")
+@click.option("--task-targets", type=str, default=None,
+              help="comma-separated modalities generated in task samples, e.g. 's2l2a_10m,s2l2a_20m,s2l2a_60m'.")
+@click.option("--task-conditions", type=str, multiple=True,
+              help="one condition set of the task samples, comma-separated (repeat the option; '' = unconditional).")
+@click.option("--adam-betas", type=str, default="0.99,0.99", show_default=True,
+              help="AdamW betas 'b1,b2' (official 0.99,0.99; short runs learn faster with 0.9,0.99).")
+@click.option("--ground-heads", type=int, default=None,
+              help="heads per block with a fixed ground-distance attention bias, so they read the tokens of "
+                   "every modality over the same ground from the first step (default: the preset's; 0 is the "
+                   "official architecture).")
+@click.option("--ground-sigma", type=float, default=None,
+              help="width of the first ground head's bias in window units (default 1/12, one 10 m token); "
+                   "head h uses sigma * 2**h.")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
@@ -288,7 +306,9 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             modalities: str | None, modality_dropout: float, condition_dropout: float, min_snr_gamma: float | None,
             ema_rate: float,
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
-            position_scale: float, attention_init: str, attention_scale: float) -> None:
+            position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
+            ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
+            task_conditions: tuple[str, ...]) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -300,6 +320,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     """
     from copgen_core.backbone import CopgenBackbone
     from copgen_core.bundle import save_bundle
+    from copgen_core.modalities import resolve
     from copgen_core.presets import backbone_preset
     from copgen_core.training import distributed
     from copgen_core.training.backbone_trainer import BackboneTrainConfig, BackboneTrainer
@@ -329,13 +350,26 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         vaes = _load_vaes(vae_dir, bundle, list(spec.modalities))
         keys = _modalities(modalities, spec.modalities, set(vaes))
         vaes = {k: v for k, v in vaes.items() if k in keys}
+        try:
+            b1, b2 = (float(b) for b in adam_betas.split(","))
+        except ValueError:
+            raise BadInput(f"--adam-betas {adam_betas!r} is not two comma-separated numbers, e.g. 0.9,0.99") from None
+        def _keys(text: str) -> tuple[str, ...]:
+            return tuple(resolve(k.strip()).key for k in text.split(",") if k.strip())
+
         config = BackboneTrainConfig(
-            lr=2e-4 if lr is None else lr, weight_decay=weight_decay,
+            task_fraction=task_fraction, task_targets=_keys(task_targets or ""),
+            task_conditions=tuple(_keys(c) for c in task_conditions),
+            betas=(b1, b2), lr=2e-4 if lr is None else lr, weight_decay=weight_decay,
             warmup_steps=5000 if warmup_steps is None else warmup_steps, ema_rate=ema_rate, grad_accum=grad_accum,
             grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
             gradient_checkpointing=gradient_checkpointing, modality_dropout=modality_dropout,
             condition_dropout=condition_dropout, min_snr_gamma=min_snr_gamma, seed=seed)
         arch = backbone_preset(preset, keys)
+        if ground_heads is not None:
+            arch = dataclasses.replace(arch, ground_heads=ground_heads)
+        if ground_sigma is not None:
+            arch = dataclasses.replace(arch, ground_sigma=ground_sigma)
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

@@ -15,6 +15,12 @@ Two options beyond the official recipe, both off by default:
   the sampler feeds conditions. The official model never sees ``n = 0`` in training (``n >= 1``)
   although inference conditions at ``t = 0``; this puts that input in distribution.
 
+- **task sampling** (probability ``f`` per sample): instead of independent draws, the sample becomes
+  one conditional-generation task: the ``task_targets`` share one random step, one of the
+  ``task_conditions`` sets (drawn uniformly) is given clean at ``n = 0`` and every other modality is
+  marginalised (pure noise at ``n = 1000``). This spends part of a small budget on the exact input
+  pattern the product samples with (e.g. S2 L2A from {DEM, LULC, location, date} + S1 + L1C).
+
 Dropped and conditioned modalities carry no loss (their ε target is either the input itself or
 undefined). Randomness comes from a generator seeded by ``(seed, step, micro-batch, rank)``, so a
 resumed run draws exactly the numbers the uninterrupted one would have.
@@ -71,6 +77,9 @@ class BackboneTrainConfig:
         Probability per (sample, modality) of pure noise at n = 1000 (not in the official recipe).
     condition_dropout:
         Probability per (sample, modality) of a clean latent at n = 0 (not in the official recipe).
+    task_fraction, task_targets, task_conditions:
+        Task sampling (see the module notes; not in the official recipe): probability per sample,
+        modality keys generated, and the condition sets (tuples of keys, one drawn per sample).
     min_snr_gamma:
         Min-SNR-γ loss weighting (Hang et al., 2023; not in the official recipe): each noised
         modality's ε-MSE is weighted by ``min(SNR_n, γ) / SNR_n`` with ``SNR_n = abar_n / (1 - abar_n)``,
@@ -98,6 +107,9 @@ class BackboneTrainConfig:
     modality_dropout: float = 0.0
     condition_dropout: float = 0.0
     min_snr_gamma: float | None = None
+    task_fraction: float = 0.0
+    task_targets: tuple[str, ...] = ()
+    task_conditions: tuple[tuple[str, ...], ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +120,18 @@ class BackboneTrainConfig:
             raise ValueError(
                 f"modality_dropout={p} and condition_dropout={q} must be probabilities with a sum <= 1"
             )
+        object.__setattr__(self, "task_targets", tuple(self.task_targets))
+        object.__setattr__(self, "task_conditions", tuple(tuple(c) for c in self.task_conditions))
+        if not 0.0 <= self.task_fraction <= 1.0:
+            raise ValueError(f"task_fraction must be a probability, got {self.task_fraction}")
+        if self.task_fraction > 0 and not (self.task_targets and self.task_conditions):
+            raise ValueError("task_fraction > 0 needs task_targets and at least one task_conditions set "
+                             "(an empty set means unconditional generation)")
+        for given in self.task_conditions:
+            both = sorted(set(given) & set(self.task_targets))
+            if both:
+                raise ValueError(f"task condition set {list(given)} contains targets {both}; a modality is either "
+                                 "generated or given")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive (or None), got {self.min_snr_gamma}")
         self.schedule()
@@ -186,6 +210,10 @@ class BackboneTrainer:
                                  device=self.device, precision=config.precision, grad_accum=config.grad_accum,
                                  grad_clip=config.grad_clip)
         self.history: list[dict[str, float]] = []
+        keys = {m.key for m in self.modalities}
+        unknown = sorted((set(config.task_targets) | {k for c in config.task_conditions for k in c}) - keys)
+        if unknown:
+            raise ValueError(f"task sampling names {unknown}, which this backbone does not model ({sorted(keys)})")
 
     @property
     def step(self) -> int:
@@ -243,7 +271,10 @@ class BackboneTrainer:
         q = self.config.condition_dropout if dropout else 0.0
         xs, ts, epss, ws = [], [], [], []
         top = self.schedule.num_steps
-        for zm in z:
+        tasks = self._draw_tasks(z[0].shape[0], gen) if dropout and self.config.task_fraction > 0 else None
+        if tasks is not None and len(z) != len(self.modalities):
+            raise ValueError(f"task sampling needs one latent per modality ({len(self.modalities)}), got {len(z)}")
+        for i, zm in enumerate(z):
             b = zm.shape[0]
             n = self.schedule.sample_steps(b, generator=gen, device=self.device)
             eps = torch.randn(zm.shape, generator=gen, device=self.device)
@@ -253,11 +284,34 @@ class BackboneTrainer:
             view = (-1,) + (1,) * (zm.ndim - 1)
             x = torch.where(drop.view(view), eps, torch.where(cond.view(view), zm, x))
             n = torch.where(drop, torch.full_like(n, top), torch.where(cond, torch.zeros_like(n), n))
+            w = (~(drop | cond)).float() * self._snr_weight(n)
+            if tasks is not None:
+                x, n, w = self._apply_task(self.modalities[i].key, zm, eps, x, n, w, *tasks)
             xs.append(x)
             ts.append(n.float())
             epss.append(eps)
-            ws.append((~(drop | cond)).float() * self._snr_weight(n))
+            ws.append(w)
         return xs, ts, epss, torch.stack(ws, dim=1)
+
+    def _draw_tasks(self, b: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Per sample: whether it is a task sample, which condition set, and the targets' shared step."""
+        task = torch.rand((b,), generator=gen, device=self.device) < self.config.task_fraction
+        choice = torch.randint(len(self.config.task_conditions), (b,), generator=gen, device=self.device)
+        n = self.schedule.sample_steps(b, generator=gen, device=self.device)
+        return task, choice, n
+
+    def _apply_task(self, key: str, zm: Tensor, eps: Tensor, x: Tensor, n: Tensor, w: Tensor, task: Tensor,
+                    choice: Tensor, n_task: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Override one modality's (input, step, weight) on the task samples."""
+        view = (-1,) + (1,) * (zm.ndim - 1)
+        if key in self.config.task_targets:
+            x = torch.where(task.view(view), self.schedule.add_noise(zm, eps, n_task), x)
+            return x, torch.where(task, n_task, n), torch.where(task, self._snr_weight(n_task), w)
+        member = torch.tensor([key in given for given in self.config.task_conditions], device=self.device)
+        given = task & member[choice]
+        x = torch.where(given.view(view), zm, torch.where(task.view(view), eps, x))
+        n = torch.where(given, torch.zeros_like(n), torch.where(task, torch.full_like(n, self.schedule.num_steps), n))
+        return x, n, torch.where(task, torch.zeros_like(w), w)
 
     def _snr_weight(self, n: Tensor) -> Tensor:
         """Per-sample loss weight of training step ``n`` (ones unless ``min_snr_gamma`` is set)."""

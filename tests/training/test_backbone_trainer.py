@@ -83,6 +83,39 @@ def test_min_snr_weighting_down_weights_only_the_nearly_clean_steps() -> None:
         BackboneTrainConfig(min_snr_gamma=0.0)
 
 
+def test_task_sampling_generates_targets_from_one_condition_set_and_marginalises_the_rest() -> None:
+    config = BackboneTrainConfig(task_fraction=0.5, task_targets=(S2_60,), task_conditions=((DEM, DATE), ()))
+    trainer = _trainer(config)
+    b = 4000
+    z = [torch.randn(b, *resolve(k).latent_shape) if resolve(k).is_image else torch.randn(b, 1, 1, 3) for k in KEYS]
+    x, t, eps, w = trainer.noised_inputs(z, torch.Generator().manual_seed(0))
+    i_latlon, i_dem, i_s2, i_date = range(4)
+    task = (t[i_latlon] == 1000) & ((t[i_dem] == 0) | (t[i_dem] == 1000)) & (t[i_s2] >= 1)
+    task &= (t[i_dem] == 0) == (t[i_date] == 0)  # the set {DEM, date} is given together
+    # task samples: location always marginalised; S2 the only loss; DEM and date clean together or absent
+    assert 0.45 < task.float().mean() < 0.6
+    given = task & (t[i_dem] == 0)
+    assert 0.35 < given.float().sum() / task.float().sum() < 0.65
+    assert torch.equal(x[i_dem][given], z[i_dem][given]) and torch.equal(x[i_date][given], z[i_date][given])
+    absent = task & (t[i_dem] == 1000)
+    assert torch.equal(x[i_dem][absent], eps[i_dem][absent]) and torch.equal(x[i_latlon][task], eps[i_latlon][task])
+    assert bool((w[task][:, [i_latlon, i_dem, i_date]] == 0).all()) and bool((w[task][:, i_s2] == 1).all())
+    schedule = copgen_schedule()
+    assert torch.allclose(x[i_s2][task], schedule.add_noise(z[i_s2][task], eps[i_s2][task], t[i_s2][task].long()))
+    # no dropout (evaluation): never a task
+    _, t_eval, _, w_eval = trainer.noised_inputs(z, torch.Generator().manual_seed(0), dropout=False)
+    assert torch.equal(w_eval, torch.ones(b, 4)) and bool((torch.stack(t_eval) >= 1).all())
+
+
+def test_task_sampling_is_checked() -> None:
+    with pytest.raises(ValueError, match="task_targets"):
+        BackboneTrainConfig(task_fraction=0.5)
+    with pytest.raises(ValueError, match="either"):
+        BackboneTrainConfig(task_fraction=0.5, task_targets=(DEM,), task_conditions=((DEM,),))
+    with pytest.raises(ValueError, match="does not model"):
+        _trainer(BackboneTrainConfig(task_fraction=0.5, task_targets=(S2_60,), task_conditions=(("LULC_LULC",),)))
+
+
 def test_latents_from_pixels_and_from_moments_are_the_same_posterior_sample() -> None:
     trainer = _trainer()
     batch = _batch()

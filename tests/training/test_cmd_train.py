@@ -113,6 +113,31 @@ def test_train_with_ground_position_init_records_it(tiny_cube: str, vae_dir: Pat
     assert "--position-init ground" in info["command"]
 
 
+def test_train_with_ground_heads_tasks_and_betas_records_and_reloads_them(tiny_cube: str, vae_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "tasks"
+    result = invoke(train, [*backbone_args(tiny_cube, vae_dir, out, steps=2), "--ground-heads", "2",
+                            "--ground-sigma", "0.05", "--adam-betas", "0.9,0.99", "--task-fraction", "0.5",
+                            "--task-targets", "s2l2a_60m", "--task-conditions", "dem,mean_timestamps",
+                            "--task-conditions", ""])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["data"]["architecture"]["ground_heads"] == 2 and info["config"]["betas"] == [0.9, 0.99]
+    assert info["config"]["task_targets"] == [S2_60]
+    assert info["config"]["task_conditions"] == [[DEM, "mean_timestamps"], []]
+    model = load_model(str(out))
+    assert model.backbone.config.ground_heads == 2 and model.backbone.ground_bias is not None
+    out_gen = model.generate({"dem": np.full((1, 1, 64, 64), 300.0)}, ["s2l2a_60m"], steps=2)
+    assert np.isfinite(out_gen.outputs[S2_60]).all()
+    args = backbone_args(tiny_cube, vae_dir, tmp_path / "bad", steps=1)
+    bad_betas = invoke(train, [*args, "--adam-betas", "0.9"])
+    assert bad_betas.exit_code == 2 and "--adam-betas" in bad_betas.output
+    no_targets = invoke(train, [*args, "--task-fraction", "0.5", "--task-conditions", "dem"])
+    assert no_targets.exit_code == 2 and "task_targets" in no_targets.output
+    too_many = invoke(train, [*args, "--ground-heads", "9"])
+    assert too_many.exit_code == 2 and "ground_heads" in too_many.output
+
+
 def test_train_writes_a_bundle_that_generates(reference_run: Path, tiny_cube: str) -> None:
     info = json.loads((reference_run / "bundle.json").read_text())
     assert info["kind"] == "backbone" and info["steps"] == STEPS and info["seed"] == 3
