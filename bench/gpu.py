@@ -85,7 +85,7 @@ def forward_flops(config: BackboneConfig) -> float:
     io = 0
     for key in config.modalities:
         mod = resolve(key)
-        io += 2 * mod.num_tokens * mod.patch_size**2 * mod.latent_shape[0] * d
+        io += 2 * config.token_layout.tokens(mod) * config.patch_size(mod) ** 2 * mod.latent_shape[0] * d
     return 2.0 * (blocks + io)
 
 

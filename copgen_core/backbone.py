@@ -14,6 +14,7 @@ official state dicts load with ``strict=True``: ``pos_embed``, ``patch_embeds.{i
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from copgen_core.modalities import KEYS, Modality, TokenLayout, layout, resolve
 
+Prediction = Literal["eps", "v"]
 AttentionMode = Literal["sdpa", "math"]
 ATTENTION_MODES: tuple[AttentionMode, ...] = ("sdpa", "math")
 
@@ -65,6 +67,22 @@ class BackboneConfig:
     ground_sigma:
         Width of the first ground head's Gaussian bias in window units (1/12 = one 10 m token);
         ground head ``h`` uses ``ground_sigma * 2**h``.
+    max_grid:
+        0 (the official architecture) patches every image latent 2 x 2. Otherwise the largest token
+        lattice per side: latents wider than ``2 * max_grid`` get larger patches
+        (:func:`copgen_core.modalities.patch_size_for`). With 6, the 10 m modalities have 36
+        tokens instead of 144 and share the 20 m lattice: the sequence is ~3x shorter, a step ~3x
+        cheaper, and every 10/20 m token has exactly one co-located token per modality. Not in the
+        official model; changes the shapes of ``patch_embeds``/``decoder_preds`` and ``pos_embed``.
+    prediction:
+        What the network's heads predict: ``"eps"`` (official) the noise, or ``"v"`` the velocity
+        ``v = alpha eps - sigma x0`` (Salimans & Ho 2022). Either way :meth:`CopgenBackbone.forward`
+        returns ε̂ (for ``"v"``: ``sigma x_t + alpha v̂``, exact algebra), so samplers, inpainting and
+        metrics are unchanged. With ``"v"`` the x0 estimate at high noise is the head's output itself
+        (``alpha x_t - sigma v̂``), not ``(x_t - sigma ε̂) / alpha`` with its 1/alpha ≈ 15x error
+        amplification at n = 1000: what a small, briefly trained model needs to produce sane samples
+        and to profit from its conditions (docs/training.md). Train it with the v loss (the trainer
+        weights ε-MSE by 1/abar).
 
     Raises
     ------
@@ -82,6 +100,8 @@ class BackboneConfig:
     qkv_bias: bool = False
     ground_heads: int = 0
     ground_sigma: float = 1.0 / 12.0
+    max_grid: int = 0
+    prediction: Prediction = "eps"
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -111,6 +131,10 @@ class BackboneConfig:
             raise ValueError(f"ground_heads must be in [0, num_heads={self.num_heads}], got {self.ground_heads}")
         if not self.ground_sigma > 0:
             raise ValueError(f"ground_sigma must be positive (window units), got {self.ground_sigma}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' (official) or 'v', got {self.prediction!r}")
+        if self.max_grid < 0 or self.max_grid == 1:
+            raise ValueError(f"max_grid must be 0 (official patch 2) or >= 2 tokens per side, got {self.max_grid}")
 
     @property
     def head_dim(self) -> int:
@@ -127,7 +151,11 @@ class BackboneConfig:
 
     @property
     def token_layout(self) -> TokenLayout:
-        return layout(self.modalities)
+        return layout(self.modalities, self.max_grid)
+
+    def patch_size(self, modality: Modality) -> int:
+        """Patch size of ``modality`` in this backbone (2 for every image latent unless :attr:`max_grid` is set)."""
+        return self.token_layout.patch_size(modality)
 
     @property
     def num_tokens(self) -> int:
@@ -150,7 +178,7 @@ class BackboneConfig:
             If ``data`` holds keys that are not config fields (the message lists them).
         """
         known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
-                 "ground_sigma"}
+                 "ground_sigma", "max_grid", "prediction"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -158,6 +186,27 @@ class BackboneConfig:
         if "modalities" in kwargs:
             kwargs["modalities"] = tuple(kwargs["modalities"])
         return cls(**kwargs)
+
+
+@functools.cache
+def _schedule() -> Any:
+    from copgen_core.schedule import copgen_schedule
+
+    return copgen_schedule()
+
+
+def velocity_to_eps(v: Tensor, x: Tensor, t: Tensor) -> Tensor:
+    """ε̂ from a velocity prediction: ``sigma(n) x + alpha(n) v`` at backbone timesteps ``t`` (B,) in [0, 1000].
+
+    alpha/sigma are COP-GEN's schedule in continuous time (``n / 1000``, the sampler's tables); steps
+    below 1 (clean conditions) count as ``alpha = 1``. Float32 arithmetic; returns ``v``'s dtype.
+    """
+    sched = _schedule()
+    tt = t.float() / sched.num_steps
+    alpha = torch.where(t.float() < 1.0, torch.ones_like(tt), sched.alpha(tt.clamp(min=1.0 / sched.num_steps)))
+    sigma = torch.sqrt((1.0 - alpha * alpha).clamp(min=0.0))
+    view = (-1,) + (1,) * (x.dim() - 1)
+    return (sigma.view(view) * x.float() + alpha.view(view) * v.float()).to(v.dtype)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = TIME_MAX_PERIOD) -> Tensor:
@@ -200,7 +249,7 @@ def token_centres(config: BackboneConfig) -> Tensor:
     for m, (start, end) in zip(lay.modalities, lay.spans().values(), strict=True):
         if not m.is_image:
             continue
-        grid = m.latent_shape[1] // m.patch_size
+        grid = lay.grid(m)
         c = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
         yy, xx = torch.meshgrid(c, c, indexing="ij")
         centres[start:end] = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
@@ -351,7 +400,7 @@ class CopgenBackbone(nn.Module):
         d = config.embed_dim
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, d))
         self.patch_embeds = nn.ModuleList(
-            PatchEmbed(m.latent_shape[0], d, m.patch_size) for m in self.modalities
+            PatchEmbed(m.latent_shape[0], d, config.patch_size(m)) for m in self.modalities
         )
 
         def make_block(skip: bool) -> Block:
@@ -362,7 +411,7 @@ class CopgenBackbone(nn.Module):
         self.out_blocks = nn.ModuleList(make_block(True) for _ in range(config.num_in_blocks))
         self.norm = nn.LayerNorm(d, eps=LAYERNORM_EPS)
         self.decoder_preds = nn.ModuleList(
-            nn.Linear(d, m.patch_size**2 * m.latent_shape[0]) for m in self.modalities
+            nn.Linear(d, config.patch_size(m) ** 2 * m.latent_shape[0]) for m in self.modalities
         )
         bias = ground_attention_bias(config)
         self.ground_bias: Tensor | None
@@ -543,15 +592,18 @@ class CopgenBackbone(nn.Module):
         outs: list[Tensor] = []
         start = len(self.modalities)
         for m, head in zip(self.modalities, self.decoder_preds, strict=True):
-            tokens = x[:, start : start + m.num_tokens]
-            start += m.num_tokens
+            count = self.config.token_layout.tokens(m)
+            tokens = x[:, start : start + count]
+            start += count
             c, h, w = m.latent_shape
-            p = m.patch_size
+            p = self.config.patch_size(m)
             outs.append(
                 einops.rearrange(
                     head(tokens), "B (h w) (p1 p2 C) -> B C (h p1) (w p2)", h=h // p, w=w // p, p1=p, p2=p, C=c
                 )
             )
+        if self.config.prediction == "v":
+            outs = [velocity_to_eps(o, lat, t) for o, lat, t in zip(outs, latents, ts, strict=True)]
         return outs
 
     def _block(self, block: nn.Module, x: Tensor, skip: Tensor | None, bias: Tensor | None = None) -> Tensor:

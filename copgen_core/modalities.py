@@ -196,33 +196,66 @@ def canonical(names: Iterable[str]) -> tuple[Modality, ...]:
     return tuple(m for m in MODALITIES if m.key in keys)
 
 
+def patch_size_for(modality: Modality, max_grid: int = 0) -> int:
+    """Patch size of ``modality``'s latent in a backbone whose token lattices are at most ``max_grid`` per side.
+
+    ``max_grid = 0`` is the official architecture: patch 2 for every image latent, 1 for scalars.
+    Otherwise the patch doubles (from 2) while the lattice is wider than ``max_grid`` and the latent
+    divides evenly: with 6, the 24-latent 10 m modalities get patch 4 and share the 6 x 6 lattice of
+    the 20 m ones (12-latent, patch 2), so their tokens sit over the same ground.
+    """
+    if modality.is_scalar:
+        return 1
+    side, patch = modality.latent_shape[1], 2
+    while max_grid and side // patch > max_grid and side % (2 * patch) == 0:
+        patch *= 2
+    return patch
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Where each modality's tokens sit in the backbone's sequence.
 
-    The sequence is ``[one time token per modality] + [patch tokens of modality 0..n-1]``.
+    The sequence is ``[one time token per modality] + [patch tokens of modality 0..n-1]``; modality
+    ``m`` has ``(side / p)**2`` patch tokens for its latent side and patch size ``p``
+    (:func:`patch_size_for` with :attr:`max_grid`).
     """
 
     modalities: tuple[Modality, ...]
+    max_grid: int = 0
 
     @property
     def num_time_tokens(self) -> int:
         return len(self.modalities)
 
+    def patch_size(self, modality: Modality) -> int:
+        """Patch size of one of this layout's modalities."""
+        return patch_size_for(modality, self.max_grid)
+
+    def grid(self, modality: Modality) -> int:
+        """Tokens per side of ``modality``'s lattice (1 for scalars, which have 3 tokens in a row)."""
+        return 1 if modality.is_scalar else modality.latent_shape[1] // self.patch_size(modality)
+
+    def tokens(self, modality: Modality) -> int:
+        """Patch tokens of ``modality``."""
+        c, h, w = modality.latent_shape
+        p = self.patch_size(modality)
+        return (h // p) * (w // p)
+
     @property
     def num_tokens(self) -> int:
-        return self.num_time_tokens + sum(m.num_tokens for m in self.modalities)
+        return self.num_time_tokens + sum(self.tokens(m) for m in self.modalities)
 
     def spans(self) -> dict[str, tuple[int, int]]:
         """Token (start, end) of each modality's patch tokens, in sequence indices."""
         out: dict[str, tuple[int, int]] = {}
         pos = self.num_time_tokens
         for m in self.modalities:
-            out[m.key] = (pos, pos + m.num_tokens)
-            pos += m.num_tokens
+            out[m.key] = (pos, pos + self.tokens(m))
+            pos += self.tokens(m)
         return out
 
 
-def layout(names: Sequence[str] | None = None) -> TokenLayout:
-    """Token layout for a model over ``names`` (all 12 when None), in canonical order."""
-    return TokenLayout(MODALITIES if names is None else canonical(names))
+def layout(names: Sequence[str] | None = None, max_grid: int = 0) -> TokenLayout:
+    """Token layout for a model over ``names`` (all 12 when None), in canonical order (see :class:`TokenLayout`)."""
+    return TokenLayout(MODALITIES if names is None else canonical(names), max_grid)

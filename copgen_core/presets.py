@@ -93,7 +93,7 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
     total = config.num_tokens * d  # pos_embed
     for key in config.modalities:
         m = resolve(key)
-        patch_dim = m.patch_size**2 * m.latent_shape[0]
+        patch_dim = config.patch_size(m) ** 2 * m.latent_shape[0]
         total += patch_dim * d + d  # patch_embeds.i.proj
         total += d * patch_dim + patch_dim  # decoder_preds.i
     total += config.num_in_blocks * (block + skip_block) + block  # in, out and mid blocks

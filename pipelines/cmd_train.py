@@ -299,6 +299,13 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
 @click.option("--ground-sigma", type=float, default=None,
               help="width of the first ground head's bias in window units (default 1/12, one 10 m token); "
                    "head h uses sigma * 2**h.")
+@click.option("--max-grid", type=int, default=None,
+              help="largest token lattice per side: larger latents get larger patches (6: the 10 m modalities "
+                   "are patched 4x4 onto the 20 m 6x6 lattice, ~3x fewer tokens; default: the preset's; 0 is "
+                   "the official patch 2).")
+@click.option("--prediction", type=click.Choice(["eps", "v"]), default=None,
+              help="what the heads predict: 'eps' (official) or 'v' (velocity; sane x0 estimates at high noise, "
+                   "trained with the v loss); the model still returns ε̂ (default: the preset's, eps).")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
@@ -308,7 +315,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
-            task_conditions: tuple[str, ...]) -> None:
+            task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -370,6 +377,10 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             arch = dataclasses.replace(arch, ground_heads=ground_heads)
         if ground_sigma is not None:
             arch = dataclasses.replace(arch, ground_sigma=ground_sigma)
+        if max_grid is not None:
+            arch = dataclasses.replace(arch, max_grid=max_grid)
+        if prediction is not None:
+            arch = dataclasses.replace(arch, prediction=prediction)
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

@@ -113,6 +113,23 @@ MIN_SNR_GAMMA: float | None = None
 MODALITY_DROPOUT = 0.25
 CONDITION_DROPOUT = 0.35
 """Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
+MAX_GRID = 6
+"""10 m latents patched 4 x 4 onto the 20 m 6 x 6 lattice: 294 tokens instead of 834 (docs/training.md)."""
+GROUND_HEADS = 4
+GROUND_SIGMA = 0.0278
+"""Four of the tiny preset's four heads read the same ground from step 0 (sigma 1/36, 1/18, 1/9, 2/9 window)."""
+ADAM_BETAS = "0.9,0.99"
+"""Short runs learn conditioning much faster than with the official 0.99,0.99 (docs/training.md)."""
+TASK_FRACTION = 0.6
+TASK_TARGETS = "S2L2A_B01_B09,S2L2A_B02_B03_B04_B08,S2L2A_B05_B06_B07_B11_B12_B8A"
+TASK_CONDITIONS = (
+    "DEM_DEM,LULC_LULC,3d_cartesian_lat_lon,mean_timestamps",
+    "DEM_DEM,LULC_LULC,3d_cartesian_lat_lon,mean_timestamps,S1RTC_vh_vv",
+    "DEM_DEM,LULC_LULC,3d_cartesian_lat_lon,mean_timestamps,S1RTC_vh_vv,S2L1C_B01_B09_B10,S2L1C_B02_B03_B04_B08,"
+    "S2L1C_B05_B06_B07_B11_B12_B8A",
+    "",
+)
+"""Task samples: S2 L2A generated from the evaluation ladder's condition sets, or from nothing."""
 PREPROCESS_S_PER_UNIT = 0.12
 """Seconds per window-date of the ten-modality training cube (913 in 102 s on the default world, load ~4)."""
 CACHE_S_PER_SAMPLE = 0.5
@@ -495,6 +512,12 @@ def backbone_arguments(steps: int) -> list[str]:
             "--attention-init", ATTENTION_INIT, "--attention-scale", str(ATTENTION_SCALE)]
     if MIN_SNR_GAMMA is not None:
         args += ["--min-snr-gamma", str(MIN_SNR_GAMMA)]
+    args += ["--max-grid", str(MAX_GRID), "--ground-heads", str(GROUND_HEADS), "--ground-sigma", str(GROUND_SIGMA),
+             "--adam-betas", ADAM_BETAS]
+    if TASK_FRACTION:
+        args += ["--task-fraction", str(TASK_FRACTION), "--task-targets", TASK_TARGETS]
+        for conditions in TASK_CONDITIONS:
+            args += ["--task-conditions", conditions]
     return args
 
 
@@ -545,7 +568,9 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
               "position_scale": POSITION_SCALE, "attention_init": ATTENTION_INIT, "attention_scale": ATTENTION_SCALE,
               "min_snr_gamma": MIN_SNR_GAMMA, "vae_finetune_lr": VAE_FINETUNE_LR,
               "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
-              "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny"}
+              "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "max_grid": MAX_GRID,
+              "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
+              "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
     data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
             "split": training.get("data", {}).get("split")}
     recipe = {"stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},

@@ -314,13 +314,24 @@ class BackboneTrainer:
         return x, n, torch.where(task, torch.zeros_like(w), w)
 
     def _snr_weight(self, n: Tensor) -> Tensor:
-        """Per-sample loss weight of training step ``n`` (ones unless ``min_snr_gamma`` is set)."""
+        """Per-sample loss weight of training step ``n``.
+
+        Ones for an ε-prediction backbone unless ``min_snr_gamma`` is set. A v-prediction backbone
+        (``BackboneConfig.prediction == "v"``) gets ``1 / abar_n`` on top: its ε error is
+        ``alpha (v̂ - v)``, so the weighted ε-MSE is exactly the v-MSE of v-prediction training.
+        """
         gamma = self.config.min_snr_gamma
-        if gamma is None:
+        velocity = self.backbone.config.prediction == "v"
+        if gamma is None and not velocity:
             return torch.ones(n.shape, device=n.device)
         abar = self.schedule.alphas_cumprod.to(n.device)[n.clamp(min=1)]
-        snr = abar / (1.0 - abar)
-        return (snr.clamp(max=gamma) / snr).float()
+        weight = torch.ones_like(abar)
+        if gamma is not None:
+            snr = abar / (1.0 - abar)
+            weight = snr.clamp(max=gamma) / snr
+        if velocity:
+            weight = weight / abar
+        return weight.float()
 
     def _loss(self, batch: Batch, micro: int) -> tuple[Tensor, dict[str, float]]:
         gen = self._generator("step", self.step, micro, distributed.rank())

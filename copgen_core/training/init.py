@@ -79,7 +79,7 @@ def align_positions_(model: CopgenBackbone, scale: float = 0.5) -> CopgenBackbon
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
     dim = model.config.embed_dim
-    grids = [m.latent_shape[1] // m.patch_size for m in model.modalities]
+    grids = [model.config.token_layout.grid(m) for m in model.modalities]
     finest = max(g for g, m in zip(grids, model.modalities, strict=True) if m.is_image)
     offset = len(model.modalities)  # the time tokens come first
     for m, g in zip(model.modalities, grids, strict=True):
