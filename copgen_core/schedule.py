@@ -36,6 +36,10 @@ def _interpolate(x: Tensor, xp: Tensor, yp: Tensor) -> Tensor:
     return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
 
 
+def _official_betas_float32() -> Tensor:
+    return (torch.linspace(BETA_START**0.5, BETA_END**0.5, NUM_TRAIN_STEPS, dtype=torch.float64) ** 2).float()
+
+
 class DiscreteVPSchedule:
     """A discrete VP schedule, usable in discrete steps (training) and continuous time (sampling).
 
@@ -76,6 +80,16 @@ class DiscreteVPSchedule:
         self.betas = betas
         self.betas_float32 = betas.float()
         self.log_alpha_table = 0.5 * torch.log(1.0 - self.betas_float32).cumsum(dim=0)
+        if self.num_steps == NUM_TRAIN_STEPS and torch.equal(self.betas_float32, _official_betas_float32()):
+            # torch's float32 log is CPU-dependent in the last bit (AVX-512 vs AVX2): use the official
+            # implementation's table (copgen_core.schedule_table) so sampling is bit-exact everywhere
+            from copgen_core.schedule_table import official_log_alpha
+
+            official = official_log_alpha()
+            if float((official - self.log_alpha_table).abs().max()) > 1e-6:
+                raise AssertionError("the computed log-alpha table is far from the official one; "
+                                     "copgen_core/schedule_table.py or the betas are wrong")
+            self.log_alpha_table = official
         # linspace(1/N, 1, N) reproduces the official float32 table bit for bit with our torch; the
         # correctly rounded n/N differs from it by one ulp at 386 of 1000 points.
         self.t_table = torch.linspace(1.0 / self.num_steps, 1.0, self.num_steps, dtype=torch.float32)

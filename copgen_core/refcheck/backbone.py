@@ -3,7 +3,15 @@
 The model is built from ``backbone/config.json`` → ``constructor_kwargs`` (so other sizes and
 modality sets work), loaded strictly from ``weights.safetensors`` and run on every case of
 ``cases.safetensors`` with both attention paths (math and SDPA); every intermediate recorded in
-``intermediates.safetensors`` is compared too. Tolerance: ``allclose(atol=1e-5, rtol=1e-5)``.
+``intermediates.safetensors`` is compared too. Tolerance: ``allclose(atol=1e-5, rtol=1e-5)`` for the
+outputs, ``1e-4`` for the intermediates.
+
+Why the intermediates get more room: the time embedding is ``cos/sin(t * exp(-ln(1e4) k / half))``
+in float32, and float32 ``exp`` is CPU-dependent in the last bit (MKL picks its code path by
+instruction set: on an AVX-512-FP16 machine 3 of 32 frequencies differ by one ulp from the golden
+machine's). At ``t`` near 1000 one ulp of a frequency moves the embedding by ~3e-5, which the
+blocks carry (up to ~5e-5 measured) before the output heads shrink it again (outputs within 3e-7).
+On the machine that produced the golden vectors the math path is bit-exact.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from copgen_core.refcheck import CheckResult
 SECTION = "backbone"
 ATOL = 1e-5
 RTOL = 1e-5
+INTERMEDIATE_TOL = 1e-4
+"""atol and rtol of the intermediates (see the module notes)."""
 
 
 def config_from_reference(meta: dict[str, Any]) -> BackboneConfig:
@@ -77,13 +87,14 @@ def load_reference_model(backbone_dir: Path) -> CopgenBackbone:
     return model.eval()
 
 
-def _compare(name: str, got: Tensor, want: Tensor, detail: str = "") -> CheckResult:
+def _compare(name: str, got: Tensor, want: Tensor, detail: str = "", *, atol: float = ATOL,
+             rtol: float = RTOL) -> CheckResult:
     if got.shape != want.shape:
-        return CheckResult(SECTION, name, math.inf, ATOL, False, f"shape {tuple(got.shape)} != {tuple(want.shape)}")
+        return CheckResult(SECTION, name, math.inf, atol, False, f"shape {tuple(got.shape)} != {tuple(want.shape)}")
     got, want = got.double(), want.double()
     worst = float((got - want).abs().max()) if want.numel() else 0.0
-    ok = bool(torch.allclose(got, want, atol=ATOL, rtol=RTOL))
-    return CheckResult(SECTION, name, worst, ATOL, ok, detail or f"rtol={RTOL:g}")
+    ok = bool(torch.allclose(got, want, atol=atol, rtol=rtol))
+    return CheckResult(SECTION, name, worst, atol, ok, detail or f"rtol={rtol:g}")
 
 
 def check_model(model: CopgenBackbone, backbone_dir: Path) -> list[CheckResult]:
@@ -125,7 +136,8 @@ def check_model(model: CopgenBackbone, backbone_dir: Path) -> list[CheckResult]:
                             CheckResult(SECTION, f"{name} [{mode}]", math.inf, ATOL, False, "not produced by the model")
                         )
                         continue
-                    results.append(_compare(f"{name} [{mode}]", record[rec_name], want))
+                    results.append(_compare(f"{name} [{mode}]", record[rec_name], want, atol=INTERMEDIATE_TOL,
+                                            rtol=INTERMEDIATE_TOL))
     finally:
         model.set_attention(previous)
     return results

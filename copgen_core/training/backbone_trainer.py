@@ -340,7 +340,7 @@ class BackboneTrainer:
         eps_hat = self.module(x, t)
         loss, per_mod = diffusion_loss(eps_hat, eps, weights)
         metrics = {f"mse/{m.key}": float(v) for m, v in zip(self.modalities, per_mod.tolist(), strict=True)}
-        metrics["kept"] = float(weights.mean())
+        metrics["kept"] = float((weights > 0).float().mean())
         return loss, metrics
 
     def train_step(self, micro_batches: Sequence[Batch], *, log: bool = True) -> dict[str, float]:

@@ -43,8 +43,10 @@ def test_golden_vectors_match_with_math_and_sdpa_attention(reference_model: Copg
     # 3 cases x 2 attention paths, plus 31 intermediates of case 1 x 2 attention paths
     assert {f"case{k}/out [{m}]" for k in (1, 2, 3) for m in ("math", "sdpa")} <= names
     assert len(results) == 2 * (3 + 31)
-    # the math path reproduces the official math attention bit for bit
-    assert max(r.worst for r in results if r.name.endswith("[math]")) == 0.0
+    # the math path reproduces the official outputs to float32 rounding (bit for bit on the golden
+    # machine; float32 exp differs in the last bit across CPUs, see copgen_core/refcheck/backbone.py)
+    assert max(r.worst for r in results if r.name.endswith("/out [math]")) <= 1e-6
+    assert max(r.worst for r in results if r.name.endswith("[math]")) <= 1e-4
 
 
 def test_refcheck_run_reads_config_and_passes() -> None:

@@ -89,7 +89,11 @@ def test_model_call_times_match_golden(steps: int, cases: dict[str, torch.Tensor
     sample_dpmpp(eps_fn, torch.zeros(2, 4), steps=steps)
     want = cases[f"steps{steps}/nfe_t_continuous"]
     assert len(times) == steps == want.shape[0]
-    assert torch.equal(torch.tensor(times), want)
+    # one float32 ulp at most: the times go through float32 log/exp, CPU-dependent in the last bit
+    # (bit-equal on the golden machine); refcheck allows the same
+    got = torch.tensor(times)
+    assert bool((torch.nextafter(want, want.new_tensor(2.0)) >= got).all())
+    assert bool((torch.nextafter(want, want.new_tensor(-1.0)) <= got).all())
 
 
 # ----------------------------------------------------------------------------- analytic data

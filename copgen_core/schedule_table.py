@@ -1,0 +1,122 @@
+"""COP-GEN's log-alpha table (float32, 1000 entries) as the official implementation computes it on x86.
+
+``0.5 * torch.log(1 - betas_float32).cumsum(0)`` depends on the CPU: torch's float32 log on an AVX-512
+machine differs by one ulp at 11 of the 1000 entries from the AVX2 result that the official
+implementation (and its golden vectors) produced, which breaks bit-exact sampler parity. These
+are the AVX2 values (little-endian float32, hex); ``MKL_ENABLE_INSTRUCTIONS=AVX2 python -m
+copgen_core.schedule_table`` prints them again from the formula. The schedule uses them for the
+official betas and checks that its own table is within 1e-6 of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+OFFICIAL_LOG_ALPHA_HEX = (
+    "42ecdeb964885fba651da8baaac5e0ba80de0cbb348229bbf14d46bbb74163bbc32e80bbefd08ebb60879dbb1552acbb"
+    "0f31bbbb4e24cabb122cd9bb5a48e8bb2879f7bb3d5f03bc490c0bbcb7c312bc87851abcba5122bc50282abc680932bc"
+    "03f539bc21eb41bcc1eb49bce3f651bca90c5abc112d62bc1c586abcc98d72bc39ce7abcb68c81bcb1b785bc0ee889bc"
+    "cb1d8ebcfa5892bc9b9996bcaddf9abc312b9fbc367ca3bcbcd2a7bcc42eacbc4e90b0bc59f7b4bcf563b9bc23d6bdbc"
+    "e34dc2bc34cbc6bc174ecbbc9bd6cfbcc164d4bc89f8d8bcf291ddbc0d31e2bcd9d5e6bc5780ebbc8730f0bc68e6f4bc"
+    "0ca2f9bc7063febc4b9501bdc0fb03bd1d6506bd63d108bd91400bbda9b20dbdaa2710bd9b9f12bd751a15bd499817bd"
+    "0d191abdc29c1cbd70231fbd17ad21bdb73924bd50c926bdea5b29bd85f12bbd208a2ebdbd2531bd5bc433bd026636bd"
+    "b10a39bd6ab23bbd2c5d3ebdff0a41bddabb43bdc76f46bdcd2649bde4e04bbd149e4ebd555e51bdaf2154bd2ae856bd"
+    "bfb159bd747e5cbd4a4e5fbd422162bd5bf764bd9cd067bd07ad6abd9b8c6dbd586f70bd3f5573bd563e76bd9f2a79bd"
+    "191a7cbdc40c7fbd540181bddf7d82bd06fc83bdca7b85bd2efd86bd2f8088bdd1048abd138b8bbdfa128dbd829c8ebd"
+    "ae2790bd7fb491bdf44293bd0fd394bdd16496bd39f897bd498d99bd06249bbd6bbc9cbd7d569ebd38f29fbda38fa1bd"
+    "bb2ea3bd80cfa4bdf571a6bd1c16a8bdf2bba9bd7e63abbdba0cadbdabb7aebd5164b0bdab12b2bdbec2b3bd8674b5bd"
+    "0728b7bd40ddb8bd3694babde54cbcbd5007bebd79c3bfbd5e81c1bd0341c3bd6602c5bd89c5c6bd6d8ac8bd1651cabd"
+    "8019ccbdaee3cdbda2afcfbd5a7dd1bdd64cd3bd1c1ed5bd2bf1d6bd02c6d8bda29cdabd0b75dcbd414fdebd432be0bd"
+    "1309e2bdafe8e3bd1ccae5bd5aade7bd6992e9bd4879ebbdf961edbd7e4cefbdd938f1bd0827f3bd0c17f5bde908f7bd"
+    "9bfcf8bd25f2fabd8de9fcbdcee2febdf66e00be716d01beda6c02be356d03be7d6e04beb67005bee07306befa7707be"
+    "047d08be018309beef890abecf910bbea39a0cbe6aa40dbe25af0ebed5ba0fbe7ac710be13d511bea0e312be24f313be"
+    "9f0315be101516be792717bed93a18be324f19be83641abecc7a1bbe10921cbe4daa1dbe84c31ebeb6dd1fbee4f820be"
+    "0d1522be323223be545024be736f25be908f26bea9b027bec1d228bed8f529beed192bbe033f2cbe19652dbe308c2ebe"
+    "48b42fbe60dd30be7b0732be963233beb65e34bed98b35befeb936be27e937be561939be884a3abec07c3bbefeaf3cbe"
+    "43e43dbe8c193fbede4f40be378741be98bf42be02f943be743345beef6e46be73ab47be02e948be9b274abe3e674bbe"
+    "efa74cbeaae94dbe712c4fbe467050be27b551be16fb52be134254be1e8a55be37d356be621d58be9b6859bee4b45abe"
+    "3f025cbeaa505dbe28a05ebeb6f05fbe584261be0b9562bed2e863bead3d65be9e9366bea2ea67bebc4269beea9b6abe"
+    "2ff66bbe89516dbef9ad6ebe830b70be226a71bedbc972bead2a74be978c75be9aef76beb85378beeeb879be3f1f7bbe"
+    "ad867cbe36ef7dbedc587fbece6180bebd1781be3bce81be478582bee33c83be0ef583bec9ad84be136785beed2086be"
+    "58db86be539687bedf5188befb0d89bea8ca89bee7878abeb7458bbe19048cbe0dc38cbe94828dbead428ebe58038fbe"
+    "96c48fbe678690becc4891bec40b92be50cf92be709393be235894be6b1d95be48e395bebaa996bec07097be5c3898be"
+    "8d0099be53c999beb1929abea35c9bbe2c279cbe4cf29cbe03be9dbe508a9ebe35579fbeb124a0bec5f2a0be72c1a1be"
+    "b590a2be9260a3be0631a4be1402a5bebbd3a5befba5a6bed378a7be474ca8be5320a9befbf4a9be3bcaaabe17a0abbe"
+    "8d76acbe9f4dadbe4b25aebe94fdaebe77d6afbef7afb0be118ab1bec964b2be1d40b3be0d1cb4be9bf8b4bec5d5b5be"
+    "8db3b6bef391b7bef770b8be9850b9bed930babeb711bbbe34f3bbbe50d5bcbe0bb8bdbe659bbebe607fbfbefa63c0be"
+    "3349c1be0d2fc2be8815c3bea3fcc3be5fe4c4bebcccc5bebab5c6be599fc7be9b89c8be7f74c9be0560cabe2d4ccbbe"
+    "f838ccbe6526cdbe7614cebe2a03cfbe82f2cfbe7de2d0be1cd3d1be60c4d2be48b6d3bed5a8d4be069cd5bedc8fd6be"
+    "5884d7be7979d8be406fd9beac65dabebf5cdbbe7854dcbed74cddbede45debe8c3fdfbee139e0bedd34e1be8130e2be"
+    "ce2ce3bec129e4be5e27e5bea325e6be9124e7be2724e8be6724e9be5125eabee426ebbe2229ecbe082cedbe9a2feebe"
+    "d633efbebd38f0be4e3ef1be8b44f2be744bf3be0753f4be485bf5be3464f6becc6df7be1078f8be0283f9bea18efabe"
+    "ed9afbbee6a7fcbe8cb5fdbee1c3febee3d2ffbe4a7100bf7af900bf018201bfe00a02bf169402bfa31d03bf89a703bf"
+    "c73104bf5cbc04bf4a4705bf90d205bf2e5e06bf25ea06bf747607bf1d0308bf1d9008bf771d09bf2aab09bf36390abf"
+    "9bc70abf59560bbf71e50bbfe2740cbfad040dbfd2940dbf51250ebf2ab60ebf5d470fbfead80fbfd26a10bf13fd10bf"
+    "b08f11bfa72212bff9b512bfa54913bfaddd13bf107214bfce0615bfe89b15bf5c3116bf2dc716bf595d17bfe1f317bf"
+    "c48a18bf042219bfa0b919bf98511abfece91abf9d821bbfab1b1cbf14b51cbfdb4e1dbfffe81dbf7f831ebf5d1e1fbf"
+    "98b91fbf305520bf25f120bf788d21bf292a22bf37c722bfa36423bf6d0224bf96a024bf1c3f25bf01de25bf457d26bf"
+    "e71c27bfe7bc27bf465d28bf04fe28bf219f29bf9d402abf78e22abfb3842bbf4d272cbf46ca2cbf9f6d2dbf58112ebf"
+    "71b52ebfe9592fbfc1fe2fbffaa330bf934931bf8def31bfe79532bfa13c33bfbde333bf388b34bf153335bf53db35bf"
+    "f38336bff32c37bf55d637bf188038bf3d2a39bfc4d439bfac7f3abff72a3bbfa3d63bbfb2823cbf232f3dbff7db3dbf"
+    "2d893ebfc5363fbfc0e43fbf1e9340bfdf4141bf03f141bf8aa042bf755043bfc30044bf74b144bf896245bf021446bf"
+    "dec546bf1e7847bfc32a48bfcbdd48bf389149bf09454abf3ff94abfd9ad4bbfd7624cbf3b184dbf04ce4dbf32844ebf"
+    "c53a4fbfbdf14fbf1ba950bfdd6051bf051952bf94d152bf888a53bfe24354bfa2fd54bfc8b755bf547256bf472d57bf"
+    "a0e857bf60a458bf866059bf141d5abf08da5abf63975bbf25555cbf4f135dbfdfd15dbfd8905ebf37505fbfff0f60bf"
+    "2ed060bfc59061bfc55162bf2c1363bffbd463bf339764bfd45965bfdc1c66bf4ee066bf28a467bf6c6868bf182d69bf"
+    "2df269bfacb76abf947d6bbfe5436cbfa00a6dbfc5d16dbf54996ebf4c616fbfaf2970bf7bf270bfb2bb71bf538572bf"
+    "5f4f73bfd51974bfb6e474bf02b075bfb87b76bfd94777bf661478bf5ee178bfc1ae79bf8f7c7abfc94a7bbf6f197cbf"
+    "81e87cbffeb77dbfe8877ebf3e587fbf801480bf177d80bfe4e580bfe84e81bf21b881bf922182bf388b82bf15f582bf"
+    "295f83bf73c983bff43384bfac9e84bf9b0985bfc07485bf1ce085bfb04b86bf7ab786bf7b2387bfb38f87bf23fc87bf"
+    "c96888bfa7d588bfbd4289bf09b089bf8d1d8abf498b8abf3cf98abf67678bbfcad58bbf64448cbf36b38cbf40228dbf"
+    "81918dbffb008ebfac708ebf96e08ebfb8508fbf12c18fbfa43190bf6ea290bf711391bfac8491bf20f691bfcc6792bf"
+    "b0d992bfcd4b93bf23be93bfb23094bf79a394bf791695bfb28995bf24fd95bfcf7096bfb3e496bfd05897bf26cd97bf"
+    "b64198bf7eb698bf802b99bfbca099bf31169abfdf8b9abfc7019bbfe8779bbf44ee9bbfd8649cbfa7db9cbfb0529dbf"
+    "f2c99dbf6e419ebf24b99ebf15319fbf3fa99fbfa421a0bf439aa0bf1c13a1bf2f8ca1bf7d05a2bf057fa2bfc8f8a2bf"
+    "c572a3bffdeca3bf6f67a4bf1de2a4bf055da5bf27d8a5bf8553a6bf1ecfa6bff14aa7bf00c7a7bf4943a8bfcebfa8bf"
+    "8e3ca9bf8ab9a9bfc036aabf32b4aabfe031abbfc9afabbfee2dacbf4eacacbfea2aadbfc1a9adbfd528aebf24a8aebf"
+    "af27afbf76a7afbf7927b0bfb7a7b0bf3328b1bfeaa8b1bfdd29b2bf0dabb2bf792cb3bf21aeb3bf0630b4bf28b2b4bf"
+    "8634b5bf20b7b5bff739b6bf0bbdb6bf5c40b7bfe9c3b7bfb347b8bfbbcbb8bfff4fb9bf80d4b9bf3f59babf3adebabf"
+    "7363bbbfe9e8bbbf9c6ebcbf8df4bcbfbb7abdbf2701bebfd087bebfb70ebfbfdc95bfbf3e1dc0bfdea4c0bfbc2cc1bf"
+    "d7b4c1bf313dc2bfc9c5c2bf9e4ec3bfb2d7c3bf0461c4bf94eac4bf6374c5bf6ffec5bfbb88c6bf4413c7bf0c9ec7bf"
+    "1329c8bf58b4c8bfdc3fc9bf9fcbc9bfa057cabfe0e3cabf5f70cbbf1dfdcbbf1b8accbf5717cdbfd2a4cdbf8c32cebf"
+    "86c0cebfbf4ecfbf37ddcfbfee6bd0bfe5fad0bf1c8ad1bf9219d2bf48a9d2bf3d39d3bf72c9d3bfe759d4bf9bead4bf"
+    "907bd5bfc50cd6bf399ed6bfee2fd7bfe3c1d7bf1754d8bf8ce6d8bf4279d9bf370cdabf6e9fdabfe432dbbf9bc6dbbf"
+    "935adcbfcbeedcbf4483ddbffd17debff8acdebf3342dfbfafd7dfbf6c6de0bf6a03e1bfa999e1bf2930e2bfebc6e2bf"
+    "ed5de3bf31f5e3bfb78ce4bf7d24e5bf85bce5bfcf54e6bf5aede6bf2786e7bf351fe8bf86b8e8bf1852e9bfebebe9bf"
+    "0186eabf5920ebbff3baebbfce55ecbfecf0ecbf4c8cedbfef27eebfd3c3eebffa5fefbf63fcefbf0f99f0bffd35f1bf"
+    "2ed3f1bfa270f2bf580ef3bf51acf3bf8d4af4bf0be9f4bfcd87f5bfd126f6bf19c6f6bfa365f7bf7105f8bf82a5f8bf"
+    "d645f9bf6de6f9bf4887fabf6628fbbfc8c9fbbf6d6bfcbf550dfdbf82affdbff251febfa5f4febf9d97ffbf6c1d00c0"
+    "2c6f00c00ec100c0111301c0376501c07fb701c0e90902c0755c02c023af02c0f30103c0e55403c0faa703c031fb03c0"
+    "8a4e04c006a204c0a4f504c0644905c0479d05c04cf105c0744506c0be9906c02bee06c0ba4207c06c9707c040ec07c0"
+    "374108c0519608c08deb08c0ec4009c06e9609c013ec09c0da410ac0c4970ac0d1ed0ac001440bc0549a0bc0caf00bc0"
+    "62470cc01e9e0cc0fdf40cc0ff4b0dc023a30dc06bfa0dc0d7510ec065a90ec016010fc0eb580fc0e3b00fc0fe0810c0"
+    "3c6110c09eb910c0231211c0cc6a11c098c311c0871c12c09a7512c0d0ce12c02a2813c0a88113c049db13c00d3514c0"
+    "f68e14c002e914c0314315c0859d15c0fcf715c0975216c055ad16c0380817c03e6317c068be17c0b61918c0297518c0"
+    "bfd018c0792c19c0578819c059e419c07f401ac0ca9c1ac038f91ac0cb551bc082b21bc05d0f1cc05c6c1cc080c91cc0"
+    "c8261dc034841dc0c5e11dc07a3f1ec0539d1ec051fb1ec074591fc0bbb71fc0261620c0b67420c06bd320c0443221c0"
+    "429121c065f021c0ac4f22c018af22c0a90e23c05e6e23c039ce23c0382e24c05c8e24c0a5ee24c0134f25c0a6af25c0"
+    "5e1026c03b7126c03dd226c0643327c0b09427c021f627c0b75728c073b928c0541b29c05a7d29c085df29c0d6412ac0"
+    "4ba42ac0e7062bc0a7692bc08dcc2bc0"
+)
+
+
+def official_log_alpha() -> torch.Tensor:
+    """The table above as a (1000,) float32 tensor."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.frombuffer(bytes.fromhex("".join(OFFICIAL_LOG_ALPHA_HEX)), dtype="<f4").copy())
+
+
+if __name__ == "__main__":
+    import torch
+
+    from copgen_core.schedule import BETA_END, BETA_START, NUM_TRAIN_STEPS
+
+    betas = (torch.linspace(BETA_START**0.5, BETA_END**0.5, NUM_TRAIN_STEPS, dtype=torch.float64) ** 2).float()
+    table = 0.5 * torch.log(1.0 - betas).cumsum(dim=0)
+    print(table.numpy().astype("<f4").tobytes().hex())
+    print(f"differs from the embedded table at {int((table != official_log_alpha()).sum())} entries")
