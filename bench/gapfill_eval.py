@@ -54,7 +54,9 @@ sys.path.insert(0, str(REPO))
 MARK_BEGIN, MARK_END = "<!-- gapfill-eval:begin -->", "<!-- gapfill-eval:end -->"
 GROUPS = ("S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09")
 EVAL_CONDITIONS = ("3d_cartesian_lat_lon", "DEM_DEM", "LULC_LULC", "S1RTC_vh_vv", "mean_timestamps")
-METHODS = ("gapfill", "nearest-in-time", "no-S2-context")
+METHODS = ("gapfill", "gapfill-temporal", "nearest-in-time", "no-S2-context")
+PRIOR_START = 0.3
+"""Continuous time at which ``gapfill-temporal`` starts from its prior (the job's ``--prior-start`` default)."""
 SEAM_BBOX = (6.005, 46.0571, 6.0865, 46.1038)  # 5 x 5 windows (EPSG:32632, stride 1440 m) in the main area
 
 
@@ -177,7 +179,7 @@ class Tally:
 
 
 def evaluate(samples: list[Sample], model: Any, members: int, steps: int, coverage: float, seed: int) -> dict:
-    from transforms.gapfill import GapfillSpec, fill_windows
+    from transforms.gapfill import GapfillSpec, fill_windows, match_prior, temporal_prior
 
     spec = GapfillSpec(model="eval", conditions=EVAL_CONDITIONS, members=members, steps=steps, seed=seed)
     tallies: dict[tuple[str, str, str], Tally] = {}
@@ -192,13 +194,18 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
         blind = dataclasses.replace(s.roles, conditions=keep, complete=(), partial=(), targets=GROUPS,
                                     missing={k: np.ones_like(v) for k, v in missing.items()})
         filled, = fill_windows([s.tile], [roles], [(s.name, "eval")], spec, model)
+        prior = temporal_prior([(abs((when - s.when).total_seconds()) / 86400, tile, r) for when, tile, r in s.others])
+        prior = {k: match_prior(v, s.tile.arrays[k], missing[k]) for k, v in prior.items()}
+        temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=PRIOR_START),
+                                 model, [prior])
         generated, = fill_windows([s.tile], [blind], [(s.name, "eval")], spec, model)
         counts[s.source] = counts.get(s.source, 0) + 1
         for k in GROUPS:
             truth = s.tile.arrays[k]
             point, fallback = _nearest_in_time(s, k, evaluated[k])
             pixels[(s.source, k)] = pixels.get((s.source, k), 0) + int(evaluated[k].sum())
-            for method, ens, fb in (("gapfill", filled.arrays[k], 0), ("no-S2-context", generated.arrays[k], 0),
+            for method, ens, fb in (("gapfill", filled.arrays[k], 0), ("gapfill-temporal", temporal.arrays[k], 0),
+                                    ("no-S2-context", generated.arrays[k], 0),
                                     ("nearest-in-time", point[None], fallback)):
                 tallies.setdefault((s.source, method, k), Tally()).add(k, truth, ens, evaluated[k], fb)
         print(f"  [{i + 1}/{len(samples)}] {s.source} {s.name}", file=sys.stderr)

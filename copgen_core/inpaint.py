@@ -359,16 +359,25 @@ def _partial_inputs(
 
 
 def _prepare_partial(
-    modality: Modality, values: np.ndarray, missing: np.ndarray, fill: FillMethod, mode: Mode, notes: list[str]
+    modality: Modality, values: np.ndarray, missing: np.ndarray, fill: FillMethod, mode: Mode, notes: list[str],
+    prior: np.ndarray | None = None,
 ) -> Tensor:
-    """Observation (B, C, H, W) with gaps -> normalised, gap-filled VAE input (B, C, H, W) float32."""
+    """Observation (B, C, H, W) with gaps -> normalised, gap-filled VAE input (B, C, H, W) float32.
+
+    With ``prior`` (B, C, H, W, NaN where unknown) the missing pixels take the prior's value where it
+    has one (every band finite), before the pull-push fill of the rest.
+    """
     rows: list[Tensor] = []
     for i in range(values.shape[0]):
         known = ~missing[i]
+        v = values[i].astype(np.float32)  # a copy
+        if prior is not None:
+            usable = missing[i] & np.isfinite(prior[i]).all(axis=0)
+            v[:, usable] = prior[i][:, usable]
+            known = known | usable
         if not known.any():
             rows.append(torch.zeros(modality.pixel_shape, dtype=torch.float32))
             continue
-        v = values[i].astype(np.float32)  # a copy
         # a valid placeholder (the band mean) so that strict normalisation accepts the gaps
         v[:, ~known] = v[:, known].mean(axis=1, dtype=np.float64).astype(np.float32)[:, None]
         try:
@@ -379,6 +388,18 @@ def _prepare_partial(
         pixels = torch.as_tensor(np.asarray(result.values), dtype=torch.float32).reshape(1, *modality.pixel_shape)
         rows.append(fill_missing(pixels, torch.from_numpy(known)[None], fill)[0])
     return torch.stack(rows)
+
+
+def _residual_on_prior(values: np.ndarray, prior: np.ndarray, start_decoded: np.ndarray) -> np.ndarray:
+    """Where the prior has a value: prior + (decoded member - decoded start latent); elsewhere the member.
+
+    The VAE's reconstruction error of the prior (blur, ~0.07 reflectance for the tiny VAEs) is in both
+    decodings and cancels, so only the model's change to the prior reaches the pixels: an unchanged
+    prior comes back exactly. ``values`` (B, M, C, H, W), ``prior``/``start_decoded`` (B, C, H, W).
+    """
+    has = np.isfinite(prior).all(axis=1)[:, None, None]  # (B, 1, 1, H, W)
+    residual = values - start_decoded[:, None]
+    return np.where(has, prior[:, None] + residual, values).astype(values.dtype)
 
 
 def _run_solver(
@@ -440,6 +461,8 @@ def inpaint(
     normalize_mode: Mode = "strict",
     decode: bool = True,
     return_latents: bool = False,
+    prior: Mapping[str, object] | None = None,
+    prior_start: float = 1.0,
 ) -> InpaintResult:
     """Generate the missing parts of partially observed modalities (and whole targets), given conditions.
 
@@ -481,6 +504,16 @@ def inpaint(
         DPM-Solver++ settings (``solver`` is ``"singlestep"`` or ``"multistep"``).
     batch_size, official_quirks, condition_encoding, normalize_mode, decode, return_latents:
         As in ``CopgenModel.generate``; ``condition_encoding`` also encodes the partial observations.
+    prior, prior_start:
+        A guess of the missing pixels (SDEdit-style start; Meng et al. 2022): per generated key
+        (partial or target), physical values (B, C, H, W) on the native grid, NaN where there is no
+        guess (e.g. the nearest clear acquisition of the same place, :mod:`transforms.temporal`).
+        Each generated latent then starts at continuous time ``prior_start`` < 1 from the re-noised
+        encoding of observation + prior (pull-push elsewhere; zeros for a key without a prior) instead
+        of from pure noise at t = 1, so the solver keeps the prior's structure at scales coarser than
+        the noise level and adapts it to the observed pixels and conditions. Decoded outputs are the
+        prior plus the model's change to it (``decoded member - decoded start``) where the prior has a
+        value, so the VAE's blur of the prior cancels. ``prior_start = 1`` (default) ignores the prior.
 
     Returns
     -------
@@ -507,6 +540,11 @@ def inpaint(
         raise ValueError("resample > 1 needs method='repaint' (nothing is imposed with method='none')")
     if condition_encoding not in ("mean", "sample"):
         raise ValueError(f"condition_encoding must be 'mean' or 'sample', got {condition_encoding!r}")
+    if not 0.0 < prior_start <= 1.0:
+        raise ValueError(f"prior_start must be in (0, 1] (continuous time), got {prior_start!r}")
+    use_prior = prior is not None and prior_start < 1.0
+    if use_prior and resample > 1:
+        raise ValueError("a prior (prior_start < 1) and RePaint resampling (resample > 1) do not combine; pick one")
     cond_mods = model._resolve(list(conditions), "conditions")
     partial_mods = model._resolve(list(partial), "partial")
     target_mods = model._resolve(list(targets), "targets")
@@ -537,6 +575,20 @@ def inpaint(
     sizes = {key: _batch_size(v) for key, v in physical.items()} | {k: v.shape[0] for k, v in observed.items()}
     sample_keys = resolve_sample_keys(sizes, keys, "conditions and partial modalities")
     batch = len(sample_keys)
+    priors: dict[str, np.ndarray] = {}
+    if use_prior:
+        assert prior is not None
+        gen_keys = {m.key for m in (*partial_mods, *target_mods)}
+        for name, value in prior.items():
+            mod = resolve(name)
+            if mod.key not in gen_keys:
+                raise ValueError(f"prior for {mod.key}, which is not generated here; give priors of partial "
+                                 f"modalities or targets only ({sorted(gen_keys)})")
+            arr = (value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)).astype(np.float32)
+            want = (batch, *physical_shape(mod))
+            if arr.shape != want:
+                raise ValueError(f"prior for {mod.key} has shape {arr.shape}; expected {want} (NaN where unknown)")
+            priors[mod.key] = arr
 
     notes: list[str] = []
     gen_mods = sorted([*partial_mods, *target_mods], key=lambda m: model.modalities.index(m.key))
@@ -553,6 +605,23 @@ def inpaint(
             known[mod.key] = model._encode(mod, pixels, sample_keys, seed, condition_encoding, batch_size)
             weights[mod.key] = latent_weights(torch.from_numpy(missing[mod.key]), VAE_DOWNSAMPLE, latent_rule).to(
                 model.device)
+
+        starts: dict[str, Tensor] = {}
+        if use_prior:
+            for mod in gen_mods:
+                obs = observed.get(mod.key)
+                miss = missing.get(mod.key)
+                if obs is None:  # a target: nothing observed
+                    obs = np.full((batch, *physical_shape(mod)), np.nan, dtype=np.float32)
+                    miss = np.ones((batch, *physical_shape(mod)[1:]), dtype=bool)
+                assert miss is not None
+                if mod.key in priors:
+                    pixels = _prepare_partial(mod, obs, miss, fill, normalize_mode, notes, priors[mod.key])
+                    starts[mod.key] = model._encode(mod, pixels, sample_keys, seed, "mean", batch_size)
+                elif mod.key in known:
+                    starts[mod.key] = known[mod.key]
+                else:
+                    starts[mod.key] = torch.zeros((batch, *mod.latent_shape), device=model.device)
 
         row_keys = [k for k in sample_keys for _ in range(members)]
         row_members = [j for _ in sample_keys for j in range(members)]
@@ -587,11 +656,19 @@ def inpaint(
                     {k: noise[k] for k in known},
                     model.schedule,
                 )
-            x = _run_solver(
-                denoiser, denoiser.pack(noise).float(), hook, steps=steps, order=order, solver=solver,
-                spacing=spacing, schedule=model.schedule, resample=resample, jump_steps=jump_steps, seed=seed,
-                keys=part_keys, members=part_members,
-            )
+            if use_prior:
+                rows = torch.arange(batch, device=model.device).repeat_interleave(members)[part]
+                a0 = model.schedule.alpha(torch.tensor(prior_start)).to(model.device)
+                s0 = model.schedule.sigma(torch.tensor(prior_start)).to(model.device)
+                start = {k: a0 * z[rows] + s0 * noise[k] for k, z in starts.items()}  # a draw of q(x_t0 | z)
+                x = sample_dpmpp(denoiser, denoiser.pack(start).float(), steps=steps, order=order, method=solver,
+                                 spacing=spacing, schedule=model.schedule, step_hook=hook, t_start=prior_start)
+            else:
+                x = _run_solver(
+                    denoiser, denoiser.pack(noise).float(), hook, steps=steps, order=order, solver=solver,
+                    spacing=spacing, schedule=model.schedule, resample=resample, jump_steps=jump_steps, seed=seed,
+                    keys=part_keys, members=part_members,
+                )
             for key, latent in denoiser.unpack(x).items():
                 results[key].append(latent.clone())
         latents = {key: torch.cat(parts) for key, parts in results.items()}
@@ -600,7 +677,10 @@ def inpaint(
         if decode:
             for mod in gen_mods:
                 values = model._decode(mod, latents[mod.key], batch_size)
-                outputs[mod.key] = values.reshape(batch, members, *values.shape[1:])
+                values = values.reshape(batch, members, *values.shape[1:])
+                if use_prior and mod.key in priors:
+                    values = _residual_on_prior(values, priors[mod.key], model._decode(mod, starts[mod.key], batch_size))
+                outputs[mod.key] = values
 
     settings = {
         "seed": seed, "steps": steps, "order": order, "solver": solver, "spacing": spacing, "method": method,
@@ -610,6 +690,7 @@ def inpaint(
         "conditions": [m.key for m in cond_mods], "partial": [m.key for m in partial_mods],
         "targets": [m.key for m in target_mods], "marginalised": [m.key for m in marginal_mods],
         "known_fraction": {k: float((~v).mean()) for k, v in missing.items()},
+        "prior_start": prior_start if use_prior else None, "prior": sorted(priors),
     }
     lat_out = (
         {k: v.cpu().reshape(batch, members, *v.shape[1:]) for k, v in latents.items()} if return_latents else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,6 +116,10 @@ def serve(world: Path, state: Path | None, detach: bool) -> None:
     Stays in the foreground until Ctrl-C (which stops the API) or 'copgen stac stop'. Starting it
     again while it runs loads WORLD again and prints the same URL.
     """
+    if not detach:
+        # Python leaves SIGINT ignored when it starts with it ignored, as every '&' job of a
+        # non-interactive shell (nohup scripts, CI runners) does; Ctrl-C / SIGINT must stop the API
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         rc, env = _run_script("start", "--load", str(world), state=state)
         _exit_on_failure(rc, "starting the STAC API")

@@ -272,6 +272,7 @@ class GapfillSpec:
     batch_size: int = 8
     dilate_px: int = 0
     resample: int = 1
+    prior_start: float = 1.0
     device: str = "cpu"
     dtype: str = "fp32"
     threads: int = 1
@@ -288,7 +289,7 @@ class GapfillSpec:
     def settings(self) -> dict[str, Any]:
         return {"model": self.model, "members": self.members, "steps": self.steps, "seed": self.seed,
                 "resample": self.resample, "dilate_px": self.dilate_px, "dtype": self.dtype,
-                "threads": self.threads, "method": "repaint"}
+                "threads": self.threads, "method": "repaint", "prior_start": self.prior_start}
 
 
 @dataclass
@@ -309,6 +310,75 @@ def condition_value(tile: Tile, key: str) -> np.ndarray:
     return value
 
 
+def temporal_prior(others: Sequence[tuple[float, Tile, WindowRoles]], keys: Sequence[str] = S2L2A_GROUPS
+                   ) -> dict[str, np.ndarray]:
+    """Per pixel, the clear value of the temporally nearest other acquisition of the same window.
+
+    Parameters
+    ----------
+    others:
+        ``(|days apart|, tile, roles)`` of other acquisitions of the window (any order); a pixel is
+        clear in one where its ``roles.missing`` is False.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        Per L2A group present in some other acquisition, (C, H, W) float32 on its native grid, NaN
+        where no other acquisition is clear. Empty when ``others`` is.
+    """
+    out: dict[str, np.ndarray] = {}
+    for key in keys:
+        for _, tile, roles in sorted(others, key=lambda o: o[0]):
+            if key not in tile.arrays:
+                continue
+            value = tile.arrays[key]
+            if key not in out:
+                out[key] = np.full(value.shape, np.nan, dtype=np.float32)
+            take = ~roles.missing[key] & ~np.isfinite(out[key]).all(axis=0)
+            out[key][:, take] = value[:, take]
+    return out
+
+
+MIN_MATCH_PIXELS = 64
+"""Fewer common clear pixels than this: the prior is shifted by the mean difference only, or (none) kept."""
+
+
+def match_prior(prior: np.ndarray, observed: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Radiometrically match a prior to the acquisition: per band ``a * prior + b`` fitted on the pixels
+    that both show (least squares; illumination, phenology and atmosphere change between dates).
+
+    Parameters
+    ----------
+    prior:
+        (C, H, W), NaN where there is no guess.
+    observed, missing:
+        The acquisition's (C, H, W) values and its (H, W) missing mask.
+
+    Returns
+    -------
+    np.ndarray
+        (C, H, W) float32. With fewer than :data:`MIN_MATCH_PIXELS` common pixels only the offset is
+        fitted (none in common: the prior unchanged); a non-positive or absurd gain (outside 0.25–4)
+        falls back to the offset too.
+    """
+    common = ~missing & np.isfinite(prior).all(axis=0) & np.isfinite(observed).all(axis=0)
+    out = prior.astype(np.float32).copy()
+    n = int(common.sum())
+    if n == 0:
+        return out
+    for c in range(prior.shape[0]):
+        x = prior[c][common].astype(np.float64)
+        y = observed[c][common].astype(np.float64)
+        gain = 1.0
+        if n >= MIN_MATCH_PIXELS and x.var() > 0:
+            gain = float(((x - x.mean()) * (y - y.mean())).mean() / x.var())
+            if not 0.25 <= gain <= 4.0:
+                gain = 1.0
+        offset = float(y.mean() - gain * x.mean())
+        out[c] = (gain * prior[c] + offset).astype(np.float32)
+    return out
+
+
 def copy_through(tile: Tile, roles: WindowRoles, members: int) -> WindowFill:
     """The output of a window with nothing missing: every member is the observation (no model call)."""
     arrays = {k: np.broadcast_to(tile.arrays[k][None], (members, *tile.arrays[k].shape)).astype(np.float32)
@@ -317,7 +387,7 @@ def copy_through(tile: Tile, roles: WindowRoles, members: int) -> WindowFill:
 
 
 def fill_windows(tiles: Sequence[Tile], roles: Sequence[WindowRoles], keys: Sequence[Any], spec: GapfillSpec,
-                 model: Any) -> list[WindowFill]:
+                 model: Any, priors: Sequence[Mapping[str, np.ndarray] | None] | None = None) -> list[WindowFill]:
     """Gap-fill windows: one :func:`~copgen_core.inpaint.inpaint` call per group of equal roles.
 
     Parameters
@@ -329,6 +399,9 @@ def fill_windows(tiles: Sequence[Tile], roles: Sequence[WindowRoles], keys: Sequ
         ``(spec.seed, key, m)`` whatever batch it runs in.
     spec, model:
         Settings and the loaded :class:`~copgen_core.generate.CopgenModel`.
+    priors:
+        Per window, a guess of the L2A groups (C, H, W, NaN where none; e.g. :func:`temporal_prior`),
+        used when ``spec.prior_start < 1`` (see :func:`~copgen_core.inpaint.inpaint`).
 
     Returns
     -------
@@ -346,6 +419,15 @@ def fill_windows(tiles: Sequence[Tile], roles: Sequence[WindowRoles], keys: Sequ
         else:
             groups.setdefault(r.signature, []).append(i)
     for (conds, partial, targets), idx in groups.items():
+        prior: dict[str, np.ndarray] | None = None
+        if priors is not None and spec.prior_start < 1.0:
+            prior = {}
+            for k in (*partial, *targets):
+                shape = tiles[idx[0]].arrays[k].shape if k in tiles[idx[0]].arrays else (
+                    len(BY_KEY[k].channels), *roles[idx[0]].missing[k].shape)
+                rows = [(priors[i] or {}).get(k) for i in idx]
+                if any(r is not None for r in rows):
+                    prior[k] = np.stack([np.full(shape, np.nan, np.float32) if r is None else r for r in rows])
         result = inpaint(
             model,
             {k: np.stack([condition_value(tiles[i], k) for i in idx]) for k in conds},
@@ -353,6 +435,7 @@ def fill_windows(tiles: Sequence[Tile], roles: Sequence[WindowRoles], keys: Sequ
             {k: np.stack([roles[i].missing[k] for i in idx]) for k in partial},
             targets=list(targets), members=spec.members, steps=spec.steps, seed=spec.seed,
             keys=[keys[i] for i in idx], resample=spec.resample, batch_size=spec.batch_size,
+            prior=prior, prior_start=spec.prior_start if prior else 1.0,
         )
         composites = {k: result.composite(k) for k in partial}
         for n, i in enumerate(idx):

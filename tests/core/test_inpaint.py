@@ -259,3 +259,86 @@ def test_inpaint_refuses_bad_roles_masks_and_settings(model: CopgenModel) -> Non
         inpaint(model, cond, {S2: values}, {S2: missing}, method="none", resample=2)
     with pytest.raises(ValueError, match="disagree on the batch size"):
         inpaint(model, {LATLON: np.zeros((2, 2))}, {S2: values}, {S2: missing}, steps=1)
+
+
+# ----------------------------------------------------------------------------- temporal prior (SDEdit start)
+
+
+def _prior(batch: int, seed: float) -> np.ndarray:
+    """A textured guess (a random VAE's GroupNorms ignore constant offsets), NaN in one corner."""
+    prior = np.random.default_rng(int(seed)).uniform(400, 3000, size=(batch, 2, 32, 32)).astype(np.float32)
+    prior[:, :, :4, :4] = np.nan  # no guess there: pull-push from the rest
+    return prior
+
+
+def test_a_prior_steers_the_gaps_and_is_ignored_at_prior_start_1(model: CopgenModel) -> None:
+    plain = _run(model)
+    ignored = _run(model, prior={S2: _prior(2, 900.0)}, prior_start=1.0)
+    assert plain.latents is not None and ignored.latents is not None
+    assert torch.equal(plain.latents[S2], ignored.latents[S2])  # the default start ignores the prior
+    dark = _run(model, prior={S2: _prior(2, 100.0)}, prior_start=0.01)
+    bright = _run(model, prior={S2: _prior(2, 9000.0)}, prior_start=0.01)
+    dark_other_seed = _run(model, prior={S2: _prior(2, 100.0)}, prior_start=0.01, seed=6)
+    plain_other_seed = _run(model, seed=6)
+    assert dark.latents is not None and bright.latents is not None
+    assert dark_other_seed.latents is not None and plain_other_seed.latents is not None
+    known = (plain.latent_weights[S2] > 0)[:, None, None].expand_as(plain.latents[S2])
+    # known cells are imposed whatever the prior
+    assert torch.allclose(dark.latents[S2][known], plain.latents[S2][known], atol=1e-4)
+    # the gaps follow the prior: with a late start another seed barely changes them, while from pure
+    # noise it changes them completely; and another prior moves them
+    seed_effect_prior = (dark.latents[S2][~known] - dark_other_seed.latents[S2][~known]).abs().mean()
+    seed_effect_plain = (plain.latents[S2][~known] - plain_other_seed.latents[S2][~known]).abs().mean()
+    prior_effect = (dark.latents[S2][~known] - bright.latents[S2][~known]).abs().mean()
+    assert seed_effect_prior < 0.2 * seed_effect_plain
+    assert prior_effect > 0.0
+    # and they sit at the encoding of observation + prior (a random VAE's latents vary little, so
+    # compare distances): closer to their own prior's encoding than to the other one's
+    from copgen_core.inpaint import _prepare_partial
+
+    values, missing, _ = _observation(2)
+    mod = model.backbone.modalities[2]
+
+    def encoded(seed: int) -> torch.Tensor:
+        pixels = _prepare_partial(mod, values, missing, "smooth", "strict", [], _prior(2, seed))
+        return model._encode(mod, pixels, [0, 1], 5, "mean", None)[:, None]
+
+    z_dark, z_bright = encoded(100), encoded(9000)
+    gaps = ~known
+    assert (dark.latents[S2] - z_dark)[gaps].abs().mean() < 0.8 * (dark.latents[S2] - z_bright)[gaps].abs().mean()
+    assert (bright.latents[S2] - z_bright)[gaps].abs().mean() < 0.8 * (bright.latents[S2] - z_dark)[gaps].abs().mean()
+    assert dark.settings["prior_start"] == 0.01 and dark.settings["prior"] == [S2]
+
+
+def test_prior_refusals(model: CopgenModel) -> None:
+    with pytest.raises(ValueError, match="prior_start"):
+        _run(model, prior={S2: _prior(2, 900.0)}, prior_start=0.0)
+    with pytest.raises(ValueError, match="shape"):
+        _run(model, prior={S2: _prior(3, 900.0)}, prior_start=0.5)
+    with pytest.raises(ValueError, match="not generated"):
+        _run(model, prior={LATLON: np.zeros((2, 1, 1, 3))}, prior_start=0.5)
+    with pytest.raises(ValueError, match="resampling"):
+        _run(model, prior={S2: _prior(2, 900.0)}, prior_start=0.5, resample=2)
+
+
+def test_temporal_prior_takes_the_nearest_clear_acquisition_per_pixel() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from transforms.gapfill import WindowRoles, temporal_prior
+
+    def other(value: float, missing: np.ndarray) -> tuple[Any, WindowRoles]:
+        tile = SimpleNamespace(arrays={S2: np.full((2, 32, 32), value, dtype=np.float32)})  # only .arrays is read
+        return tile, WindowRoles((), (), (S2,), (), {S2: missing})
+
+    near_missing = np.zeros((32, 32), dtype=bool)
+    near_missing[:10] = True  # the near date is cloudy in the first 10 rows
+    far_missing = np.zeros((32, 32), dtype=bool)
+    far_missing[:5] = True  # the far date too in the first 5
+    near, far = other(100.0, near_missing), other(200.0, far_missing)
+    prior = temporal_prior([(30.0, *far), (5.0, *near)], keys=[S2])
+    assert set(prior) == {S2} and prior[S2].shape == (2, 32, 32)
+    assert (prior[S2][:, 10:] == 100.0).all()  # nearest date where clear
+    assert (prior[S2][:, 5:10] == 200.0).all()  # next nearest where the nearest is cloudy
+    assert np.isnan(prior[S2][:, :5]).all()  # never clear: no guess
+    assert temporal_prior([], keys=[S2]) == {}

@@ -256,14 +256,23 @@ def _copgen(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=180, cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
 
 
-def _serve(world: Path, state: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """``copgen stac serve`` in the foreground; returns it once it printed its URL."""
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _serve(world: Path, state: Path, *, sigint_ignored: bool = False) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``copgen stac serve`` in the foreground; returns it once it printed its URL.
+
+    ``sigint_ignored`` starts it as a non-interactive shell's '&' job is started (SIGINT ignored, which
+    Python then leaves ignored unless the program installs a handler itself).
+    """
     # stderr goes to a file: an unread pipe fills up with the server's log and blocks its shutdown
     err_path = state.parent / f"{state.name}.serve.err"
     with open(err_path, "a") as err:
         proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "pipelines.cli", "stac", "serve",
                                  "--world", str(world), "--state", str(state)], stdout=subprocess.PIPE, stderr=err,
-                                text=True, cwd=INFRA.parents[1], stdin=subprocess.DEVNULL)
+                                text=True, cwd=INFRA.parents[1], stdin=subprocess.DEVNULL,
+                                preexec_fn=_ignore_sigint if sigint_ignored else None)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("STAC_API_URL="):
@@ -294,7 +303,7 @@ def test_cli_serve_search_then_stop_from_another_shell_or_ctrl_c(tmp_path: Path)
         _copgen("stac", "stop", "--state", str(state))
     assert _wait_until_gone(_pids(env), 10) == []
 
-    serving, env = _serve(world, state)
+    serving, env = _serve(world, state, sigint_ignored=True)  # as under a CI runner's '&' job
     try:
         serving.send_signal(signal.SIGINT)
         assert _wait_serve(serving, state) == 0
