@@ -56,6 +56,7 @@ GROUPS = ("S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B
 EVAL_CONDITIONS = ("3d_cartesian_lat_lon", "DEM_DEM", "LULC_LULC", "S1RTC_vh_vv", "mean_timestamps")
 METHODS = ("gapfill", "gapfill-temporal", "nearest-in-time", "no-S2-context")
 PRIOR_START = 0.3
+PRIOR_DATES = 2
 """Continuous time at which ``gapfill-temporal`` starts from its prior (the job's ``--prior-start`` default)."""
 SEAM_BBOX = (6.005, 46.0571, 6.0865, 46.1038)  # 5 x 5 windows (EPSG:32632, stride 1440 m) in the main area
 
@@ -194,7 +195,9 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
         blind = dataclasses.replace(s.roles, conditions=keep, complete=(), partial=(), targets=GROUPS,
                                     missing={k: np.ones_like(v) for k, v in missing.items()})
         filled, = fill_windows([s.tile], [roles], [(s.name, "eval")], spec, model)
-        prior = temporal_prior([(abs((when - s.when).total_seconds()) / 86400, tile, r) for when, tile, r in s.others])
+        nearest = sorted(((abs((when - s.when).total_seconds()) / 86400, tile, r) for when, tile, r in s.others),
+                         key=lambda o: o[0])
+        prior = temporal_prior(nearest[:PRIOR_DATES])  # as the job: its --prior-dates nearest other dates
         prior = {k: match_prior(v, s.tile.arrays[k], missing[k]) for k, v in prior.items()}
         temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=PRIOR_START),
                                  model, [prior])

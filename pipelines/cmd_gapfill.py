@@ -26,6 +26,10 @@ from pipelines.config import GapfillConfig
               help="'last': only acquisitions new or updated since the last run (<output>/_runs/state.json).")
 @click.option("--dilate-px", type=int, help="grow the SCL cloud mask by this many 10 m pixels.")
 @click.option("--resample", type=int, help="RePaint resampling (1 = off).")
+@click.option("--prior-dates", type=int,
+              help="other acquisitions whose clear pixels form a window's temporal prior (0 = none) [2].")
+@click.option("--prior-start", type=float,
+              help="continuous time (0-1] at which sampling starts from the prior; 1 ignores it [0.3].")
 def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, **flags: Any) -> None:
     """Gap-fill every Sentinel-2 L2A acquisition of the period over the bbox (one cube per acquisition).
 

@@ -215,6 +215,17 @@ class GapfillConfig(JobConfig):
                                                             "last run (read from <output>/_runs/state.json)")
     dilate_px: int = Field(0, ge=0, le=64, description="grow the SCL cloud mask by this many 10 m pixels")
     resample: int = Field(1, ge=1, le=20, description="RePaint resampling (1 = off; NFE grows with it)")
+    prior_dates: int = Field(2, ge=0, le=16, description="other acquisitions of the period whose clear pixels "
+                             "form the temporal prior of a window (nearest in time first; 0 = no prior)")
+    prior_start: float = Field(0.3, gt=0.0, le=1.0, description="continuous time at which sampling starts from "
+                               "the prior (1 = ignore it)")
+
+    @model_validator(mode="after")
+    def _prior_or_resample(self) -> GapfillConfig:
+        if self.resample > 1 and self.prior_dates > 0 and self.prior_start < 1.0:
+            raise ValueError("resample > 1 (RePaint resampling) and a temporal prior (prior_dates > 0, prior_start < 1) "
+                             "do not combine; set prior_dates: 0 or resample: 1")
+        return self
 
     @field_validator("end", mode="before")
     @classmethod

@@ -123,12 +123,14 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
     todo, unchanged = select_acquisitions([a for a, _ in found], state, cfg.since)
     described = {a.item_id: d for a, d in found}
     spec = GapfillSpec(model=model_ref, conditions=tuple(cfg.conditions), members=cfg.members, steps=cfg.steps,
-                       seed=cfg.seed, batch_size=cfg.batch_size, dilate_px=cfg.dilate_px, resample=cfg.resample)
+                       seed=cfg.seed, batch_size=cfg.batch_size, dilate_px=cfg.dilate_px, resample=cfg.resample,
+                       prior_start=cfg.prior_start if cfg.prior_dates > 0 else 1.0)
     config = _provenance_config(cfg)
     plans: list[tuple[Acquisition, CubeSpec | None, list[GapfillUnit]]] = []
     for acq in todo:
         url = acq.cube_url(cfg.output)
-        units = plan_gapfill_units(windows, described[acq.item_id], items, cfg.conditions, rules, url)
+        units = plan_gapfill_units(windows, described[acq.item_id], items, cfg.conditions, rules, url,
+                                   others=[d for _, d in found], prior_dates=cfg.prior_dates)
         if not units:
             plans.append((acq, None, []))
             continue

@@ -100,13 +100,25 @@ def read_mask_band(source: BandSource, window: Window, gsd_m: float = 20.0) -> n
 
 
 @dataclass(frozen=True)
+class PriorSource:
+    """Another acquisition of the same window, read for the temporal prior (its L2A groups and SCL)."""
+
+    unit: WorkUnit
+    acquisition: str
+    days: float
+    scl: BandSource | None = None
+
+
+@dataclass(frozen=True)
 class GapfillUnit:
-    """One window of one acquisition: its read sources, the SCL band and the cube it goes to."""
+    """One window of one acquisition: its read sources, the SCL band, the cube it goes to, and the
+    other acquisitions of the window that give its temporal prior (nearest in time first)."""
 
     unit: WorkUnit
     acquisition: str
     cube_url: str
     scl: BandSource | None = None
+    references: tuple[PriorSource, ...] = ()
 
     @property
     def key(self) -> WindowKey:
@@ -133,12 +145,16 @@ def plan_gapfill_units(
     conditions: Sequence[str],
     rules: Mapping[str, SelectionRule],
     cube_url: str,
+    others: Sequence[CatalogItem] = (),
+    prior_dates: int = 0,
 ) -> list[GapfillUnit]:
     """Work units of one acquisition: the windows it covers, with its own L2A bands and the conditions.
 
     ``items`` are the catalog items of the condition collections (L2A items among them are ignored:
     the L2A sources come from ``acquisition`` only). The L1C of the same acquisition is the one within
-    a day unless ``rules`` says otherwise. Windows the item does not intersect are left out.
+    a day unless ``rules`` says otherwise. Windows the item does not intersect are left out. Each
+    unit's ``references`` are the (at most ``prior_dates``) acquisitions of ``others`` nearest in time
+    that cover its window (the acquisition itself excluded).
     """
     rules = dict(rules)
     rules[L2A_COLLECTION] = SelectionRule(L2A_COLLECTION, max_days=0.999)
@@ -146,10 +162,20 @@ def plan_gapfill_units(
     pool = [i for i in items if i.collection != L2A_COLLECTION] + [acquisition]
     keys = [*S2L2A_GROUPS, *(k for k in conditions if k not in S2L2A_GROUPS)]
     scl = mask_band_source(acquisition, "SCL")
+    refs: dict[Any, list[PriorSource]] = {}
+    if prior_dates > 0:
+        near = sorted((o for o in others if o.id != acquisition.id),
+                      key=lambda o: (abs((o.datetime - acquisition.datetime).total_seconds()), o.id))
+        for other in near:
+            days = abs((other.datetime - acquisition.datetime).total_seconds()) / 86400.0
+            for ref in plan_units(windows, [other.datetime], [other], list(S2L2A_GROUPS), rules):
+                found = refs.setdefault(ref.key, [])
+                if len(found) < prior_dates and any(k in S2L2A_GROUPS for k, _ in ref.sources):
+                    found.append(PriorSource(ref, other.id, days, mask_band_source(other, "SCL")))
     out = []
     for unit in plan_units(windows, [acquisition.datetime], pool, keys, rules):
         if any(k in S2L2A_GROUPS for k, _ in unit.sources):
-            out.append(GapfillUnit(unit, acquisition.id, cube_url, scl))
+            out.append(GapfillUnit(unit, acquisition.id, cube_url, scl, tuple(refs.get(unit.key, ()))))
     return out
 
 
@@ -299,6 +325,7 @@ class WindowFill:
     arrays: dict[str, np.ndarray]
     filled: dict[str, np.ndarray]
     roles: WindowRoles
+    prior_sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -357,7 +384,8 @@ def match_prior(prior: np.ndarray, observed: np.ndarray, missing: np.ndarray) ->
     Returns
     -------
     np.ndarray
-        (C, H, W) float32. With fewer than :data:`MIN_MATCH_PIXELS` common pixels only the offset is
+        (C, H, W) float32, clipped to the valid S2 DN range [1, 65535]. With fewer than :data:`MIN_MATCH_PIXELS`
+        common pixels only the offset is
         fitted (none in common: the prior unchanged); a non-positive or absurd gain (outside 0.25–4)
         falls back to the offset too.
     """
@@ -375,7 +403,7 @@ def match_prior(prior: np.ndarray, observed: np.ndarray, missing: np.ndarray) ->
             if not 0.25 <= gain <= 4.0:
                 gain = 1.0
         offset = float(y.mean() - gain * x.mean())
-        out[c] = (gain * prior[c] + offset).astype(np.float32)
+        out[c] = np.clip(gain * prior[c] + offset, 1.0, 65535.0).astype(np.float32)  # valid DN (0 = no-data)
     return out
 
 
@@ -573,7 +601,32 @@ def window_provenance(unit: GapfillUnit, fill: WindowFill | None, roles: WindowR
         "cloud_fraction": roles.sky_fraction, "seed": spec.seed, "sample_key": list(unit.sample_key),
         "targets": list(S2L2A_GROUPS), "model_hash": model_hash if roles.mode == "gapfilled" else None,
         "sampler": spec.settings(), "notes": list(fill.notes) if fill else [],
+        "prior_acquisitions": list(fill.prior_sources) if fill else [],
     }
+
+
+def read_prior(unit: GapfillUnit, tile: Tile, roles: WindowRoles, spec: GapfillSpec
+               ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The temporal prior of one window: its references' clear pixels, nearest first, matched to the tile.
+
+    A reference that cannot be read is skipped (the window is still filled, with less prior).
+    Returns the prior per L2A group (:func:`temporal_prior` then :func:`match_prior`) and the
+    acquisitions that were read.
+    """
+    others: list[tuple[float, Tile, WindowRoles]] = []
+    used: list[str] = []
+    for ref in unit.references:
+        try:
+            ref_tile = read_tile(ref.unit, list(S2L2A_GROUPS))
+            ref_scl = read_mask_band(ref.scl, ref.unit.window, MASK_BAND_GSD_M["SCL"]) if ref.scl is not None else None
+        except ReadError:
+            continue
+        others.append((ref.days, ref_tile, window_roles(ref_tile, (), scl=ref_scl, rules=spec.mask_rules())))
+        used.append(ref.acquisition)
+    prior = temporal_prior(others)
+    matched = {k: match_prior(v, tile.arrays[k], roles.missing[k]) for k, v in prior.items() if k in tile.arrays}
+    matched.update({k: v for k, v in prior.items() if k not in tile.arrays})
+    return matched, tuple(used)
 
 
 def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mapping[str, CubeSpec],
@@ -605,6 +658,11 @@ def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mappin
             outcomes.append(_fail(u, str(exc), cube, {}))
             continue
         ready.append((u, tile, window_roles(tile, spec.conditions, scl=scl, rules=spec.mask_rules())))
+    priors: dict[int, tuple[dict[str, np.ndarray], tuple[str, ...]]] = {}
+    if spec.prior_start < 1.0:
+        for u, tile, roles in ready:
+            if roles.mode == "gapfilled" and u.references:
+                priors[id(u)] = read_prior(u, tile, roles, spec)
     t_read = time.perf_counter() - t0
     observed = [(u, t, r) for u, t, r in ready if r.observed]
     fills: dict[int, WindowFill] = {}
@@ -614,7 +672,11 @@ def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mappin
         try:
             loaded = model if model is not None or not need_model else get_model(spec.infer_spec())
             results = fill_windows([t for _, t, _ in observed], [r for _, _, r in observed],
-                                   [u.sample_key for u, _, _ in observed], spec, loaded)
+                                   [u.sample_key for u, _, _ in observed], spec, loaded,
+                                   [priors[id(u)][0] if id(u) in priors else None for u, _, _ in observed])
+            for (u, _, _), f in zip(observed, results, strict=True):
+                if id(u) in priors and spec.prior_start < 1.0:
+                    f.prior_sources = priors[id(u)][1]
         except ValueError as exc:
             return outcomes + [_fail(u, f"gap filling refused the inputs: {exc}", cubes[u.cube_url], {"read": t_read})
                                for u, _, _ in ready]

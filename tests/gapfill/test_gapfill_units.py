@@ -213,3 +213,25 @@ def test_a_damaged_state_file_is_refused_with_a_way_out(tmp_path: Path) -> None:
     (tmp_path / "_runs" / "state.json").write_text(json.dumps({"version": 99}))
     with pytest.raises(StateError, match="not a copgen gapfill state"):
         read_state(str(tmp_path))
+
+
+def test_match_prior_fits_gain_and_offset_on_the_common_clear_pixels() -> None:
+    from transforms.gapfill import match_prior
+
+    rng = np.random.default_rng(0)
+    prior = rng.uniform(500, 3000, size=(2, 32, 32)).astype(np.float32)
+    observed = (1.3 * prior + np.array([200.0, -100.0])[:, None, None]).astype(np.float32)
+    missing = np.zeros((32, 32), dtype=bool)
+    missing[:10] = True  # the gap: its truth follows the same change
+    observed_in = observed.copy()
+    observed_in[:, missing] = np.nan
+    matched = match_prior(prior, observed_in, missing)
+    np.testing.assert_allclose(matched[:, missing], observed[:, missing], rtol=1e-4)
+    # few common pixels: only the offset; none: unchanged; never below DN 1 (0 is no-data)
+    few = np.ones((32, 32), dtype=bool)
+    few[0, :10] = False
+    shifted = match_prior(prior, prior + 50.0, few)
+    np.testing.assert_allclose(shifted, prior + 50.0, rtol=1e-5)
+    assert np.array_equal(match_prior(prior, observed_in, np.ones((32, 32), dtype=bool)), prior)
+    dark = match_prior(prior, np.full_like(prior, 1.0), np.zeros((32, 32), dtype=bool))
+    assert dark.min() >= 1.0
