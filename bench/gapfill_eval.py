@@ -4,12 +4,16 @@
    held out (every scene, every S2 L2A date; the split parameters are read from the model's
    ``bundle.json``) and of the two real TerraMesh locations (never trained on), cloud-shaped masks (``transforms.masks.cloud_like_mask``, ``--coverage``
    of the 10 m window; the 20/60 m masks cover every coarse pixel touching a masked 10 m one) hide
-   observed pixels. The hidden pixels are filled three ways and scored against the hidden truth, in
+   observed pixels. The hidden pixels are filled five ways and scored against the hidden truth, in
    reflectance, over the masked observed pixels only:
 
-   * ``gapfill``: ``copgen gapfill``'s own per-window path (``transforms.gapfill``): RePaint inpainting
-     with the visible pixels imposed, conditioned on S1, DEM, land cover, location and date (the L1C of
-     the same acquisition is left out: it would show the ground under the artificial cloud);
+   * ``gapfill``: ``copgen gapfill``'s own per-window path with its defaults (``transforms.gapfill``):
+     the temporal prior of the ``--prior-dates`` nearest other acquisitions, matched per band, then
+     RePaint inpainting from ``--prior-start`` with the visible pixels imposed, conditioned on S1, DEM,
+     land cover, location and date (the L1C of the same acquisition is left out: it would show the
+     ground under the artificial cloud);
+   * ``gapfill-no-prior``: the same with ``--prior-dates 0`` (RePaint from pure noise);
+   * ``matched-prior``: the job's guess alone, no model (diagnostic: what the model adds to it);
    * ``nearest-in-time``: per pixel, the value of the temporally nearest other L2A acquisition of the
      window where that pixel is clear; pixels that are never clear elsewhere (and every pixel of the
      single-date TerraMesh locations) fall back to the band mean of the visible pixels (the share is
@@ -54,8 +58,8 @@ sys.path.insert(0, str(REPO))
 MARK_BEGIN, MARK_END = "<!-- gapfill-eval:begin -->", "<!-- gapfill-eval:end -->"
 GROUPS = ("S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09")
 EVAL_CONDITIONS = ("3d_cartesian_lat_lon", "DEM_DEM", "LULC_LULC", "S1RTC_vh_vv", "mean_timestamps")
-METHODS = ("gapfill", "gapfill-temporal", "nearest-in-time", "no-S2-context")
-PRIOR_START = 0.3
+METHODS = ("gapfill", "gapfill-no-prior", "matched-prior", "nearest-in-time", "no-S2-context")
+PRIOR_START = 0.1
 PRIOR_DATES = 2
 """Continuous time at which ``gapfill-temporal`` starts from its prior (the job's ``--prior-start`` default)."""
 SEAM_BBOX = (6.005, 46.0571, 6.0865, 46.1038)  # 5 x 5 windows (EPSG:32632, stride 1440 m) in the main area
@@ -179,7 +183,8 @@ class Tally:
                 "pixels": pixels_per_band, "fallback_share": self.fallback / pixels_per_band if pixels_per_band else 0}
 
 
-def evaluate(samples: list[Sample], model: Any, members: int, steps: int, coverage: float, seed: int) -> dict:
+def evaluate(samples: list[Sample], model: Any, members: int, steps: int, coverage: float, seed: int,
+             prior_start: float = PRIOR_START, prior_dates: int = PRIOR_DATES) -> dict:
     from transforms.gapfill import GapfillSpec, fill_windows, match_prior, temporal_prior
 
     spec = GapfillSpec(model="eval", conditions=EVAL_CONDITIONS, members=members, steps=steps, seed=seed)
@@ -197,9 +202,9 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
         filled, = fill_windows([s.tile], [roles], [(s.name, "eval")], spec, model)
         nearest = sorted(((abs((when - s.when).total_seconds()) / 86400, tile, r) for when, tile, r in s.others),
                          key=lambda o: o[0])
-        prior = temporal_prior(nearest[:PRIOR_DATES])  # as the job: its --prior-dates nearest other dates
+        prior = temporal_prior(nearest[:prior_dates])  # as the job: its --prior-dates nearest other dates
         prior = {k: match_prior(v, s.tile.arrays[k], missing[k]) for k, v in prior.items()}
-        temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=PRIOR_START),
+        temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=prior_start),
                                  model, [prior])
         generated, = fill_windows([s.tile], [blind], [(s.name, "eval")], spec, model)
         counts[s.source] = counts.get(s.source, 0) + 1
@@ -207,7 +212,10 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
             truth = s.tile.arrays[k]
             point, fallback = _nearest_in_time(s, k, evaluated[k])
             pixels[(s.source, k)] = pixels.get((s.source, k), 0) + int(evaluated[k].sum())
-            for method, ens, fb in (("gapfill", filled.arrays[k], 0), ("gapfill-temporal", temporal.arrays[k], 0),
+            guess = prior.get(k)
+            guess = point if guess is None else np.where(np.isfinite(guess), guess, point)
+            for method, ens, fb in (("gapfill", temporal.arrays[k], 0), ("gapfill-no-prior", filled.arrays[k], 0),
+                                    ("matched-prior", guess[None], 0),
                                     ("no-S2-context", generated.arrays[k], 0),
                                     ("nearest-in-time", point[None], fallback)):
                 tallies.setdefault((s.source, method, k), Tally()).add(k, truth, ens, evaluated[k], fb)
@@ -297,6 +305,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-observed", type=float, default=0.5, help="evaluate windows at least this observed")
     ap.add_argument("--max-windows", type=int, default=12, help="per source (sample world, each TerraMesh location)")
+    ap.add_argument("--prior-start", type=float, default=PRIOR_START, help="gapfill's --prior-start")
+    ap.add_argument("--prior-dates", type=int, default=PRIOR_DATES, help="gapfill's --prior-dates")
     ap.add_argument("--no-seams", action="store_true")
     ap.add_argument("--seam-members", type=int, default=2)
     ap.add_argument("--json", dest="json_out", default=None)
@@ -350,7 +360,8 @@ def main() -> None:
             for item in tm_items:
                 samples += _spread(collect(url, tuple(item["bbox"]), "TerraMesh", 0.3), args.max_windows)
         print(f"evaluating {len(samples)} windows", file=sys.stderr)
-        results["gapfill"] = evaluate(samples, model, args.members, args.steps, args.coverage, args.seed)
+        results["gapfill"] = evaluate(samples, model, args.members, args.steps, args.coverage, args.seed,
+                                      args.prior_start, args.prior_dates)
         if not args.no_seams:
             results["seams"] = seams(url, model_ref, args.seam_members, args.steps, tmp)
     finally:

@@ -579,12 +579,12 @@ def inpaint(
     if use_prior:
         assert prior is not None
         gen_keys = {m.key for m in (*partial_mods, *target_mods)}
-        for name, value in prior.items():
+        for name, guess in prior.items():
             mod = resolve(name)
             if mod.key not in gen_keys:
                 raise ValueError(f"prior for {mod.key}, which is not generated here; give priors of partial "
                                  f"modalities or targets only ({sorted(gen_keys)})")
-            arr = (value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)).astype(np.float32)
+            arr = (guess.detach().cpu().numpy() if isinstance(guess, Tensor) else np.asarray(guess)).astype(np.float32)
             want = (batch, *physical_shape(mod))
             if arr.shape != want:
                 raise ValueError(f"prior for {mod.key} has shape {arr.shape}; expected {want} (NaN where unknown)")

@@ -29,7 +29,7 @@ from pipelines.config import GapfillConfig
 @click.option("--prior-dates", type=int,
               help="other acquisitions whose clear pixels form a window's temporal prior (0 = none) [2].")
 @click.option("--prior-start", type=float,
-              help="continuous time (0-1] at which sampling starts from the prior; 1 ignores it [0.3].")
+              help="continuous time (0-1] at which sampling starts from the prior; 1 ignores it [0.1].")
 def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, **flags: Any) -> None:
     """Gap-fill every Sentinel-2 L2A acquisition of the period over the bbox (one cube per acquisition).
 

@@ -380,7 +380,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         if max_grid is not None:
             arch = dataclasses.replace(arch, max_grid=max_grid)
         if prediction is not None:
-            arch = dataclasses.replace(arch, prediction=prediction)
+            arch = dataclasses.replace(arch, prediction="v" if prediction == "v" else "eps")
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

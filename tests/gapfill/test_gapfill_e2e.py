@@ -96,8 +96,8 @@ def test_report_state_and_provenance_say_what_was_done(local_out: Path) -> None:
         assert prov["inpainted"] == [S2_60, S2_10, S2_20]
         assert {"DEM_DEM", "LULC_LULC", "S1RTC_vh_vv", "3d_cartesian_lat_lon"} <= set(prov["conditioning"])
         assert prov["source_items"][S2_10] == [CLOUDY] and 0 < prov["filled_fraction"][S2_10] < 0.2
-        # the temporal prior: the period's other acquisition, read and used from prior_start 0.3
-        assert prov["prior_acquisitions"] == [CLEAR] and prov["sampler"]["prior_start"] == 0.3
+        # the temporal prior: the period's other acquisition, read and used from prior_start 0.1
+        assert prov["prior_acquisitions"] == [CLEAR] and prov["sampler"]["prior_start"] == 0.1
     clear = json.loads(next((local_out / f"{CLEAR}.zarr" / "_ledger" / "done").glob("*.json")).read_text())
     assert clear["provenance"]["mode"] == "copied" and clear["provenance"]["model_hash"] is None
     stats = read_window(str(local_out / f"{CLEAR}.zarr"), load_spec(str(local_out / f"{CLEAR}.zarr")).windows[0].key,
