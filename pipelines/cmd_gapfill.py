@@ -28,6 +28,8 @@ from pipelines.config import GapfillConfig
 @click.option("--resample", type=int, help="RePaint resampling (1 = off).")
 @click.option("--prior-dates", type=int,
               help="other acquisitions whose clear pixels form a window's temporal prior (0 = none) [2].")
+@click.option("--prior-days", type=float,
+              help="the prior's acquisitions may lie this many days outside the period [120].")
 @click.option("--prior-start", type=float,
               help="continuous time (0-1] at which sampling starts from the prior; 1 ignores it [0.1].")
 def command(config_path: Path | None, beam_args: tuple[str, ...], quiet: bool, **flags: Any) -> None:

@@ -94,8 +94,9 @@ VAE_FINETUNE_LR = 3e-4
 VAE_OVERHEAD_S = 25.0
 """Per VAE: process start, validation and latent-scale passes (estimate)."""
 BACKBONE_STEPS = 2000
-BACKBONE_STEPS_PER_S = 1.6
-"""Tiny backbone (max_grid 6, 294 tokens) from the latent cache at batch 8 on the development CPU."""
+BACKBONE_STEPS_PER_S = 2.0
+"""Tiny backbone (max_grid 6, 294 tokens) from the latent cache at batch 8 on the development CPU
+(2.5 measured on an idle machine, 2026-12-05; 2.0 leaves room for a busier one)."""
 BACKBONE_LR = 2e-3
 BACKBONE_WARMUP = 100
 BACKBONE_GRAD_CLIP = 1.0

@@ -217,6 +217,8 @@ class GapfillConfig(JobConfig):
     resample: int = Field(1, ge=1, le=20, description="RePaint resampling (1 = off; NFE grows with it)")
     prior_dates: int = Field(2, ge=0, le=16, description="other acquisitions of the period whose clear pixels "
                              "form the temporal prior of a window (nearest in time first; 0 = no prior)")
+    prior_days: float = Field(120.0, ge=0.0, le=3660.0, description="the prior's acquisitions may lie this many "
+                              "days outside [start, end] (they are read, not gap-filled)")
     prior_start: float = Field(0.1, gt=0.0, le=1.0, description="continuous time at which sampling starts from "
                                "the prior (1 = ignore it)")
 

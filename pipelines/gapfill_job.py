@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from copgen_core.modalities import BY_KEY
@@ -42,11 +42,13 @@ from transforms.infer import resolve_model_ref
 from transforms.windows import PlanError, Window, windows_for_bbox
 
 
-def _acquisitions(cfg: GapfillConfig) -> list[tuple[Acquisition, CatalogItem]]:
-    """The L2A items acquired in the period over the bbox, sorted by time then id, with their hashes."""
+def _acquisitions(cfg: GapfillConfig, margin_days: float = 0.0) -> list[tuple[Acquisition, CatalogItem]]:
+    """The L2A items acquired in the period (widened by ``margin_days`` on both sides) over the bbox,
+    sorted by time then id, with their hashes."""
     from transforms.search import CatalogRequestError, CatalogUnavailableError, search_items
 
     start, end = cfg.period
+    start, end = start - timedelta(days=margin_days), end + timedelta(days=margin_days)
     try:
         found = search_items(cfg.stac_url, collections=[L2A_COLLECTION], bbox=list(cfg.bbox),
                              datetime=f"{start.isoformat()}/{end.isoformat()}", retries=cfg.retries)
@@ -118,6 +120,9 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
     mhash = model_hash(model_ref)
     rules = _rules(cfg)
     found = _acquisitions(cfg)
+    # the temporal prior may come from acquisitions up to prior_days outside the period
+    neighbours = ([d for _, d in _acquisitions(cfg, cfg.prior_days)] if cfg.prior_dates > 0 and cfg.prior_days > 0
+                  else [d for _, d in found])
     image_conditions = [k for k in cfg.conditions if BY_KEY[k].is_image]
     items = _catalog(cfg, image_conditions, rules) if found and image_conditions else []
     todo, unchanged = select_acquisitions([a for a, _ in found], state, cfg.since)
@@ -130,7 +135,7 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
     for acq in todo:
         url = acq.cube_url(cfg.output)
         units = plan_gapfill_units(windows, described[acq.item_id], items, cfg.conditions, rules, url,
-                                   others=[d for _, d in found], prior_dates=cfg.prior_dates)
+                                   others=neighbours, prior_dates=cfg.prior_dates)
         if not units:
             plans.append((acq, None, []))
             continue
