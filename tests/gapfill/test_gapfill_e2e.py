@@ -181,6 +181,8 @@ def test_since_last_processes_exactly_the_new_and_updated_acquisitions(
     (["--conditions", "s2l2a_10m"], "gap-filled modalities"),
     (["--since", "yesterday"], "since"),
     (["--bbox", "7,46,6,47"], "bbox"),
+    (["--resample", "3"], "do not combine"),  # RePaint resampling with the (default) temporal prior
+    (["--prior-start", "0"], "prior_start"),
 ])
 def test_bad_requests_exit_2_and_write_nothing(args: list[str], message: str, stac_api_world: Any,
                                                tmp_path: Path) -> None:
