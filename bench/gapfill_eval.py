@@ -185,7 +185,7 @@ class Tally:
 
 def evaluate(samples: list[Sample], model: Any, members: int, steps: int, coverage: float, seed: int,
              prior_start: float = PRIOR_START, prior_dates: int = PRIOR_DATES) -> dict:
-    from transforms.gapfill import GapfillSpec, fill_windows, match_prior, temporal_prior
+    from transforms.gapfill import GapfillSpec, complete_prior, fill_windows, match_prior, temporal_prior
 
     spec = GapfillSpec(model="eval", conditions=EVAL_CONDITIONS, members=members, steps=steps, seed=seed)
     tallies: dict[tuple[str, str, str], Tally] = {}
@@ -204,6 +204,7 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
                          key=lambda o: o[0])
         prior = temporal_prior(nearest[:prior_dates])  # as the job: its --prior-dates nearest other dates
         prior = {k: match_prior(v, s.tile.arrays[k], missing[k]) for k, v in prior.items()}
+        prior = complete_prior(prior, s.tile, roles)  # as read_prior: a spatial guess where no date shows the pixel
         temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=prior_start),
                                  model, [prior])
         generated, = fill_windows([s.tile], [blind], [(s.name, "eval")], spec, model)
@@ -212,8 +213,7 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
             truth = s.tile.arrays[k]
             point, fallback = _nearest_in_time(s, k, evaluated[k])
             pixels[(s.source, k)] = pixels.get((s.source, k), 0) + int(evaluated[k].sum())
-            guess = prior.get(k)
-            guess = point if guess is None else np.where(np.isfinite(guess), guess, point)
+            guess = prior.get(k, point)
             for method, ens, fb in (("gapfill", temporal.arrays[k], 0), ("gapfill-no-prior", filled.arrays[k], 0),
                                     ("matched-prior", guess[None], 0),
                                     ("no-S2-context", generated.arrays[k], 0),

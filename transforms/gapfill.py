@@ -605,6 +605,38 @@ def window_provenance(unit: GapfillUnit, fill: WindowFill | None, roles: WindowR
     }
 
 
+def complete_prior(prior: Mapping[str, np.ndarray], tile: Tile, roles: WindowRoles) -> dict[str, np.ndarray]:
+    """Give every missing pixel a guess: where no other acquisition shows it, the pull-push fill of the
+    pixels that are known (observed or guessed), so single-date windows get a spatial prior.
+
+    Returns, per L2A group present in the tile, (C, H, W) float32 (observed pixels are the observation,
+    unused downstream); groups without any known pixel are left out.
+    """
+    import torch
+
+    from copgen_core.inpaint import fill_missing
+
+    out: dict[str, np.ndarray] = {}
+    for key in S2L2A_GROUPS:
+        if key not in tile.arrays:
+            continue
+        missing = roles.missing[key]
+        values = tile.arrays[key].astype(np.float32).copy()
+        guess = prior.get(key)
+        if guess is not None:
+            usable = missing & np.isfinite(guess).all(axis=0)
+            values[:, usable] = guess[:, usable]
+            known = ~missing | usable
+        else:
+            known = ~missing
+        if not known.any():
+            continue
+        values[:, ~known] = 0.0
+        filled = fill_missing(torch.from_numpy(values)[None], torch.from_numpy(known)[None], "smooth")[0]
+        out[key] = filled.numpy().astype(np.float32)
+    return out
+
+
 def read_prior(unit: GapfillUnit, tile: Tile, roles: WindowRoles, spec: GapfillSpec
                ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """The temporal prior of one window: its references' clear pixels, nearest first, matched to the tile.
@@ -625,8 +657,9 @@ def read_prior(unit: GapfillUnit, tile: Tile, roles: WindowRoles, spec: GapfillS
         used.append(ref.acquisition)
     prior = temporal_prior(others)
     matched = {k: match_prior(v, tile.arrays[k], roles.missing[k]) for k, v in prior.items() if k in tile.arrays}
-    matched.update({k: v for k, v in prior.items() if k not in tile.arrays})
-    return matched, tuple(used)
+    completed = complete_prior(matched, tile, roles)
+    completed.update({k: v for k, v in prior.items() if k not in tile.arrays})  # targets: the raw guess
+    return completed, tuple(used)
 
 
 def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mapping[str, CubeSpec],
@@ -661,7 +694,7 @@ def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mappin
     priors: dict[int, tuple[dict[str, np.ndarray], tuple[str, ...]]] = {}
     if spec.prior_start < 1.0:
         for u, tile, roles in ready:
-            if roles.mode == "gapfilled" and u.references:
+            if roles.mode == "gapfilled":  # no references: a spatial prior only
                 priors[id(u)] = read_prior(u, tile, roles, spec)
     t_read = time.perf_counter() - t0
     observed = [(u, t, r) for u, t, r in ready if r.observed]

@@ -235,3 +235,27 @@ def test_match_prior_fits_gain_and_offset_on_the_common_clear_pixels() -> None:
     assert np.array_equal(match_prior(prior, observed_in, np.ones((32, 32), dtype=bool)), prior)
     dark = match_prior(prior, np.full_like(prior, 1.0), np.zeros((32, 32), dtype=bool))
     assert dark.min() >= 1.0
+
+
+def test_complete_prior_keeps_the_temporal_guess_and_fills_the_rest_spatially() -> None:
+    from types import SimpleNamespace
+
+    from transforms.gapfill import S2L2A_GROUPS, WindowRoles, complete_prior
+
+    key = S2L2A_GROUPS[0]
+    obs = np.full((2, 32, 32), 1000.0, dtype=np.float32)
+    obs[:, :, 16:] = 3000.0  # west half dark, east half bright
+    missing = np.zeros((32, 32), dtype=bool)
+    missing[10:20, 4:28] = True
+    tile: Any = SimpleNamespace(arrays={key: obs})
+    roles = WindowRoles((), (), (key,), (), {key: missing})
+    guess = np.full((2, 32, 32), np.nan, dtype=np.float32)
+    guess[:, 10:15, 4:28] = 2222.0  # another date shows the upper half of the gap
+    out = complete_prior({key: guess}, tile, roles)
+    assert set(out) == {key} and out[key].shape == (2, 32, 32)
+    assert (out[key][:, 10:15, 4:28] == 2222.0).all()  # the temporal guess where there is one
+    rest = out[key][:, 15:20, 4:28]
+    assert np.isfinite(rest).all() and rest.min() >= 1000.0 and rest.max() <= 3000.0  # a mean of known values
+    assert rest[:, :, 0].mean() < rest[:, :, -1].mean()  # and spatially local: darker on the dark side
+    single_date = complete_prior({}, tile, roles)  # no other date: a spatial prior only
+    assert np.isfinite(single_date[key]).all()
