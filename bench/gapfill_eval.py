@@ -284,12 +284,13 @@ def render(r: dict) -> str:
     if "seams" in r:
         s = r["seams"]
         lines += [f"**Seams** (5 x 5 windows, bbox {s['bbox']}, default world, 2022-06-21)", "",
-                  "| mode | seam ratio at stride | at overlap | mean | mean after 12 x 12 averaging |",
-                  "|---|---|---|---|---|"]
+                  "| mode | seam ratio at stride | at overlap | mean | borders vs the other 8 px VAE cell edges | "
+                  "mean after 12 x 12 averaging |",
+                  "|---|---|---|---|---|---|"]
         for mode in ("waves", "independent"):
             n, c = s[mode]["native"], s[mode]["coarse12"]
             lines.append(f"| {mode} | {_f(n['at_stride'], 3)} | {_f(n['at_overlap'], 3)} | {_f(n['mean'], 3)} | "
-                         f"{_f(c['mean'], 3)} |")
+                         f"{_f(n.get('cell_edges'), 3)} | {_f(c['mean'], 3)} |")
         lines.append("")
     lines.append(MARK_END)
     return "\n".join(lines)

@@ -38,9 +38,16 @@ def _border(n: int, pitch: int, offset: int) -> np.ndarray:
 
 
 def seam_gradients(
-    mosaic: np.ndarray, pitch: int | tuple[int, int], offset: int | tuple[int, int] = 0
+    mosaic: np.ndarray, pitch: int | tuple[int, int], offset: int | tuple[int, int] = 0,
+    inside_every: int | None = None,
 ) -> SeamGradients:
     """Mean |difference| of 4-neighbour pixel pairs across window borders and inside windows.
+
+    With ``inside_every = k`` the inside mean only counts pairs on lines at the borders' phase modulo
+    ``k`` (``(i - offset) % k == 0``) that are not borders: with a VAE decoder that works in k x k
+    latent cells (k = 8 here), every cell edge is rougher than the pixels within a cell, and window
+    borders are cell edges, so this compares a border with the other cell edges (a like-for-like
+    baseline); ``None`` compares it with every pair inside windows.
 
     Parameters
     ----------
@@ -78,6 +85,12 @@ def seam_gradients(
     dx = np.abs(np.diff(x, axis=-1))  # (..., H, W-1)
     across_y = np.broadcast_to(rows[:, None], dy.shape)
     across_x = np.broadcast_to(cols[None, :], dx.shape)
+    inside_y, inside_x = ~across_y, ~across_x
+    if inside_every is not None:
+        if inside_every < 2:
+            raise ValueError(f"inside_every must be >= 2 pixels, got {inside_every}")
+        inside_y = inside_y & np.broadcast_to(_border(h, inside_every, oy)[:, None], dy.shape)
+        inside_x = inside_x & np.broadcast_to(_border(w, inside_every, ox)[None, :], dx.shape)
 
     def mean(values: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
         total = sum(np.where(m & np.isfinite(v), v, 0.0).sum(axis=(-2, -1)) for v, m in zip(values, masks, strict=True))
@@ -85,23 +98,24 @@ def seam_gradients(
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.asarray(np.where(count > 0, total / np.maximum(count, 1), np.nan))
 
-    inside_count = int((~across_y).sum() + (~across_x).sum())
+    inside_count = int(inside_y.sum() + inside_x.sum())
     if inside_count == 0:
         raise ValueError("no neighbour pair lies inside a window; the mosaic is smaller than one window")
     return SeamGradients(
         across=mean([dy, dx], [across_y, across_x]),
-        inside=mean([dy, dx], [~across_y, ~across_x]),
+        inside=mean([dy, dx], [inside_y, inside_x]),
     )
 
 
 def seam_ratio(
-    mosaic: np.ndarray, pitch: int | tuple[int, int], offset: int | tuple[int, int] = 0
+    mosaic: np.ndarray, pitch: int | tuple[int, int], offset: int | tuple[int, int] = 0,
+    inside_every: int | None = None,
 ) -> np.ndarray:
     """Seam ratio ``across / inside`` of :func:`seam_gradients`: 1.0 = invisible seams, (...) float64.
 
     A flat mosaic (no difference anywhere) gives NaN; seams on an otherwise flat image give inf.
     """
-    g = seam_gradients(mosaic, pitch, offset)
+    g = seam_gradients(mosaic, pitch, offset, inside_every)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(g.across / g.inside)
 

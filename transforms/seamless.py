@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from copgen_core.modalities import BY_KEY, FOOTPRINT_M, Kind, canonical, resolve
+from copgen_core.modalities import BY_KEY, FOOTPRINT_M, VAE_DOWNSAMPLE, Kind, canonical, resolve
 from transforms import ledger
 from transforms.cube import content_digest, open_store, validate_region
 from transforms.gapfill import condition_value, put_atomic
@@ -683,7 +683,10 @@ def canvas_seam_ratios(values: np.ndarray, block_px: int, footprint_px: int, coa
     Returns
     -------
     dict
-        ``at_stride``, ``at_overlap`` (the two families) and ``mean`` (their mean).
+        ``at_stride``, ``at_overlap`` (the two families) and ``mean`` (their mean); natively also
+        ``cell_edges``: both families against the other 8 px VAE cell edges inside windows
+        (:func:`copgen_core.metrics.seam_ratio` with ``inside_every``), which the decoder makes
+        rougher than the pixels within a cell.
     """
     from copgen_core.metrics import seam_ratio
 
@@ -695,6 +698,10 @@ def canvas_seam_ratios(values: np.ndarray, block_px: int, footprint_px: int, coa
     out = {"at_stride": float(np.nanmean(seam_ratio(v, pitch, 0))),
            "at_overlap": float(np.nanmean(seam_ratio(v, pitch, overlap // coarsen)))}
     out["mean"] = (out["at_stride"] + out["at_overlap"]) / 2
+    if coarsen == 1 and block_px % VAE_DOWNSAMPLE == 0 and overlap % VAE_DOWNSAMPLE == 0:
+        # the borders are VAE cell edges: also compare them with the other cell edges inside windows
+        out["cell_edges"] = float(np.nanmean([np.nanmean(seam_ratio(v, pitch, o, VAE_DOWNSAMPLE))
+                                              for o in (0, overlap)]))
     return out
 
 

@@ -385,6 +385,20 @@ def test_seam_ratio_is_one_without_seams_and_grows_with_window_offsets() -> None
     assert per_band == pytest.approx([1.0, 7.0])
 
 
+def test_cell_edge_baseline_separates_decoder_blocks_from_window_seams() -> None:
+    yy, xx = np.mgrid[0:64, 0:64].astype(float)
+    ramp = 0.5 * yy + 0.5 * xx
+    cells = (yy // 4) * 2.0 + (xx // 4) * 2.0  # a decoder's 4 px cells: a step of 2 at every cell edge
+    # windows every 16 px are cell edges too: against every inside pair they look like seams ...
+    assert M.seam_ratio(ramp + cells, 16) > 2.0
+    # ... against the other cell edges they are invisible
+    assert M.seam_ratio(ramp + cells, 16, inside_every=4) == pytest.approx(1.0)
+    seams = (yy // 16) * 5.0 + (xx // 16) * 5.0  # real window seams on top of the cells
+    assert M.seam_ratio(ramp + cells + seams, 16, inside_every=4) == pytest.approx((2.5 + 5.0) / 2.5)
+    with pytest.raises(ValueError, match="inside_every"):
+        M.seam_ratio(ramp, 16, inside_every=1)
+
+
 def test_seam_ratio_refuses_layouts_without_borders() -> None:
     with pytest.raises(ValueError, match="no window border"):
         M.seam_ratio(np.zeros((8, 8)), 16)

@@ -163,3 +163,16 @@ def test_canvas_is_georeferenced_on_the_lattice(tmp_path) -> None:  # noqa: ANN0
     assert ds.sizes["x"] == ds.sizes["y"] == 144 + 192
     assert ds.odc.geobox.crs.epsg == 32632 and tuple(ds.odc.geobox.affine)[:6] == (10.0, 0.0, left, 0.0, -10.0, top)
     assert xr.open_zarr(spec.url, group="32632/30m")[DEM].shape == (1, 1, 48 + 64, 48 + 64)
+
+
+def test_canvas_seam_ratios_report_borders_against_the_other_vae_cell_edges() -> None:
+    from transforms.seamless import canvas_seam_ratios
+
+    yy, xx = np.mgrid[0:384, 0:384].astype(float)
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(48, 48)).repeat(8, 0).repeat(8, 1)  # a decoder's 8 px cells, no window seams
+    canvas = (cells + 0.01 * (yy + xx))[None, None]
+    r = canvas_seam_ratios(canvas, block_px=144, footprint_px=192)
+    assert r["mean"] > 3.0  # borders lie on cell edges: against every inside pair they look like seams
+    assert r["cell_edges"] == pytest.approx(1.0, abs=0.15)  # against the other cell edges they do not
+    assert "cell_edges" not in canvas_seam_ratios(canvas, 144, 192, coarsen=12)
