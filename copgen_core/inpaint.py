@@ -507,7 +507,7 @@ def inpaint(
     prior, prior_start:
         A guess of the missing pixels (SDEdit-style start; Meng et al. 2022): per generated key
         (partial or target), physical values (B, C, H, W) on the native grid, NaN where there is no
-        guess (e.g. the nearest clear acquisition of the same place, :mod:`transforms.temporal`).
+        guess (e.g. the nearest clear acquisition of the same place, :func:`transforms.gapfill.temporal_prior`).
         Each generated latent then starts at continuous time ``prior_start`` < 1 from the re-noised
         encoding of observation + prior (pull-push elsewhere; zeros for a key without a prior) instead
         of from pure noise at t = 1, so the solver keeps the prior's structure at scales coarser than
