@@ -185,7 +185,7 @@ class Tally:
 
 def evaluate(samples: list[Sample], model: Any, members: int, steps: int, coverage: float, seed: int,
              prior_start: float = PRIOR_START, prior_dates: int = PRIOR_DATES) -> dict:
-    from transforms.gapfill import GapfillSpec, complete_prior, fill_windows, match_prior, temporal_prior
+    from transforms.gapfill import GapfillSpec, fill_windows, window_prior
 
     spec = GapfillSpec(model="eval", conditions=EVAL_CONDITIONS, members=members, steps=steps, seed=seed)
     tallies: dict[tuple[str, str, str], Tally] = {}
@@ -202,9 +202,7 @@ def evaluate(samples: list[Sample], model: Any, members: int, steps: int, covera
         filled, = fill_windows([s.tile], [roles], [(s.name, "eval")], spec, model)
         nearest = sorted(((abs((when - s.when).total_seconds()) / 86400, tile, r) for when, tile, r in s.others),
                          key=lambda o: o[0])
-        prior = temporal_prior(nearest[:prior_dates])  # as the job: its --prior-dates nearest other dates
-        prior = {k: match_prior(v, s.tile.arrays[k], missing[k]) for k, v in prior.items()}
-        prior = complete_prior(prior, s.tile, roles)  # as read_prior: a spatial guess where no date shows the pixel
+        prior = window_prior(s.tile, roles, nearest[:prior_dates])  # as the job: its --prior-dates nearest dates
         temporal, = fill_windows([s.tile], [roles], [(s.name, "eval")], dataclasses.replace(spec, prior_start=prior_start),
                                  model, [prior])
         generated, = fill_windows([s.tile], [blind], [(s.name, "eval")], spec, model)

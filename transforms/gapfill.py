@@ -655,11 +655,19 @@ def read_prior(unit: GapfillUnit, tile: Tile, roles: WindowRoles, spec: GapfillS
             continue
         others.append((ref.days, ref_tile, window_roles(ref_tile, (), scl=ref_scl, rules=spec.mask_rules())))
         used.append(ref.acquisition)
+    return window_prior(tile, roles, others), tuple(used)
+
+
+def window_prior(tile: Tile, roles: WindowRoles, others: Sequence[tuple[float, Tile, WindowRoles]]
+                 ) -> dict[str, np.ndarray]:
+    """The prior of one window from other acquisitions already read (``(|days apart|, tile, roles)``):
+    :func:`temporal_prior`, matched to the tile (:func:`match_prior`), completed spatially
+    (:func:`complete_prior`); a group the tile lacks (a target) gets the raw temporal guess."""
     prior = temporal_prior(others)
     matched = {k: match_prior(v, tile.arrays[k], roles.missing[k]) for k, v in prior.items() if k in tile.arrays}
     completed = complete_prior(matched, tile, roles)
-    completed.update({k: v for k, v in prior.items() if k not in tile.arrays})  # targets: the raw guess
-    return completed, tuple(used)
+    completed.update({k: v for k, v in prior.items() if k not in tile.arrays})
+    return completed
 
 
 def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mapping[str, CubeSpec],
@@ -708,7 +716,7 @@ def gapfill_batch(units: Sequence[GapfillUnit], spec: GapfillSpec, cubes: Mappin
                                    [u.sample_key for u, _, _ in observed], spec, loaded,
                                    [priors[id(u)][0] if id(u) in priors else None for u, _, _ in observed])
             for (u, _, _), f in zip(observed, results, strict=True):
-                if id(u) in priors and spec.prior_start < 1.0:
+                if id(u) in priors:
                     f.prior_sources = priors[id(u)][1]
         except ValueError as exc:
             return outcomes + [_fail(u, f"gap filling refused the inputs: {exc}", cubes[u.cube_url], {"read": t_read})
