@@ -271,6 +271,7 @@ def infer_vae_config(state: Mapping[str, Tensor]) -> VAEConfig:
             num_res_blocks=_block_count(state, "encoder.down.0.block"),
             z_channels=int(_require(state, "encoder.conv_out.weight", what).shape[0]) // 2,
             embed_dim=int(_require(state, "post_quant_conv.weight", what).shape[1]),
+            shortcut="shortcut_in.weight" in state,
         )
     except ValueError as exc:
         raise CheckpointError(f"the inferred VAE config is invalid: {exc}") from exc

@@ -13,6 +13,15 @@ Structure (ch = base width, L = len(ch_mult), GroupNorm(32, eps 1e-6) + swish ev
 - Decoder: 1x1 ``post_quant_conv``; conv_in; mid; levels from ``up[L-1]`` down to ``up[0]`` with
   ``num_res_blocks + 1`` ResnetBlocks and a nearest x2 upsample + 3x3 conv on all but ``up[0]``;
   norm, swish, conv_out. No output activation.
+
+Optional **block shortcut** (``VAEConfig.shortcut``, not in the official VAEs, off by default): a
+linear path around the network, as the residual shortcuts of DC-AE (Chen et al. 2024, "Deep
+Compression Autoencoder"). The encoder adds ``shortcut_in(x)`` (a ``f x f`` stride-``f`` conv, one
+linear map per latent cell) to the latent mean, and the decoder adds ``shortcut_out(z)`` (the matching
+transposed conv) to its output. :func:`init_block_pca` sets them from data to the whitened principal
+components of the ``f x f`` pixel blocks, and zeroes the network's last layers, so that training starts
+from the best linear block code of that size and learns only what it misses. It also makes the latent
+an image code whose channels have unit variance, which a small diffusion backbone models more easily.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ class VAEConfig:
         Latent channels of the encoder/decoder proper (the encoder emits 2x for mean and logvar).
     embed_dim:
         Latent channels after ``quant_conv`` (what the backbone sees).
+    shortcut:
+        Add the block shortcut (module docstring); ``False`` for the official architecture.
 
     Raises
     ------
@@ -65,6 +76,7 @@ class VAEConfig:
     num_res_blocks: int = 2
     z_channels: int = 8
     embed_dim: int = 8
+    shortcut: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -96,6 +108,7 @@ class VAEConfig:
     def downsample_factor(self) -> int:
         return int(2 ** (len(self.ch_mult) - 1))
 
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
         out = asdict(self)
@@ -111,7 +124,8 @@ class VAEConfig:
         ValueError
             If ``data`` holds keys that are not config fields.
         """
-        known = {"in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim"}
+        known = {"in_channels", "out_channels", "ch", "ch_mult", "num_res_blocks", "z_channels", "embed_dim",
+                 "shortcut"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown VAEConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -342,6 +356,13 @@ class KLVAE(nn.Module):
         self.decoder = Decoder(config)
         self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        self.shortcut_in: nn.Conv2d | None = None
+        self.shortcut_out: nn.ConvTranspose2d | None = None
+        if config.shortcut:
+            f = config.downsample_factor
+            self.shortcut_in = nn.Conv2d(config.in_channels, config.embed_dim, f, stride=f)
+            self.shortcut_out = nn.ConvTranspose2d(config.embed_dim, config.output_channels, f, stride=f)
+            _init_block_mean(self.shortcut_in, self.shortcut_out)
 
     def _check_image(self, x: Tensor) -> None:
         f = self.config.downsample_factor
@@ -374,7 +395,19 @@ class KLVAE(nn.Module):
             On a wrong input shape or a non-positive ``chunk_size``.
         """
         self._check_image(x)
-        return _chunked(lambda xb: self.quant_conv(self.encoder(xb)), x, chunk_size)
+        return _chunked(self._moments, x, chunk_size)
+
+    def _moments(self, x: Tensor) -> Tensor:
+        m = self.quant_conv(self.encoder(x))
+        if self.shortcut_in is None:
+            return m
+        d = self.config.embed_dim
+        return torch.cat([m[:, :d] + self.shortcut_in(x), m[:, d:]], dim=1)
+
+    def decode_unscaled(self, z: Tensor) -> Tensor:
+        """Decode an unscaled latent (B, embed_dim, h, w): ``decoder(post_quant_conv(z))`` plus the shortcut."""
+        out = self.decoder(self.post_quant_conv(z))
+        return out if self.shortcut_out is None else out + self.shortcut_out(z)
 
     def encode(
         self,
@@ -460,13 +493,90 @@ class KLVAE(nn.Module):
             )
 
         def run(zb: Tensor) -> Tensor:
-            return self.decoder(self.post_quant_conv((1.0 / self.scale_factor) * zb))
+            return self.decode_unscaled((1.0 / self.scale_factor) * zb)
 
         return _chunked(run, z_scaled, chunk_size)
 
     def forward(self, x: Tensor) -> Tensor:
         """Deterministic round trip ``decode(encode(x))`` through the posterior mean."""
         return self.decode(self.encode(x))
+
+
+def _bias(layer: nn.Conv2d | nn.ConvTranspose2d) -> Tensor:
+    if layer.bias is None:  # every conv of this module is built with a bias
+        raise ValueError(f"{layer} has no bias")
+    return layer.bias
+
+
+def _init_block_mean(enc: nn.Conv2d, dec: nn.ConvTranspose2d) -> None:
+    """Data-free start of the shortcut: latent channel c = block mean of image channel c (c < both counts)."""
+    with torch.no_grad():
+        for p in (enc.weight, _bias(enc), dec.weight, _bias(dec)):
+            p.zero_()
+        f = enc.kernel_size[0]
+        for c in range(min(enc.in_channels, enc.out_channels, dec.out_channels)):
+            enc.weight[c, c] = 1.0 / (f * f)
+            dec.weight[c, c] = 1.0
+
+
+def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tensor:
+    """Set a shortcut VAE's linear path to the whitened principal components of ``images``' pixel blocks.
+
+    Latent channel j becomes ``v_j . (block - mu) / sqrt(lambda_j)`` (``v_j``, ``lambda_j``: the j-th
+    eigenvector and eigenvalue of the block covariance), so each channel has unit variance on these
+    images and ``shortcut_out`` reconstructs the best rank-``embed_dim`` linear approximation of each
+    block. The network's contribution is zeroed (the decoder's ``conv_out`` and the mean half of
+    ``quant_conv``) and the posterior log-variance starts at ``logvar``, so the initial VAE *is* that
+    linear code; training then learns what it misses. Call before training, after any weight loading.
+
+    Parameters
+    ----------
+    vae:
+        A :class:`KLVAE` built with ``shortcut=True``.
+    images:
+        (N, in_channels, H, W) normalised training images, H and W multiples of the downsample factor
+        (a few dozen windows are plenty).
+    logvar:
+        Initial posterior log-variance (bias of the log-variance half of ``quant_conv``).
+
+    Returns
+    -------
+    Tensor
+        The eigenvalues of the kept components, largest first (variance each channel explains).
+
+    Raises
+    ------
+    ValueError
+        If the VAE has no shortcut, its input and output channels differ, or the images have the wrong shape.
+    """
+    if vae.shortcut_in is None or vae.shortcut_out is None:
+        raise ValueError("init_block_pca needs a VAE built with VAEConfig(shortcut=True)")
+    cfg = vae.config
+    if cfg.in_channels != cfg.output_channels:
+        raise ValueError(f"init_block_pca needs in_channels == out_channels, got {cfg.in_channels} and "
+                         f"{cfg.output_channels}")
+    vae._check_image(images)
+    f, c, d = cfg.downsample_factor, cfg.in_channels, cfg.embed_dim
+    blocks = F.unfold(images.double(), f, stride=f).transpose(1, 2).reshape(-1, c * f * f)
+    mu = blocks.mean(0)
+    cov = torch.cov((blocks - mu).T)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)[:d]
+    lam, vec = evals[order].clamp_min(1e-12), evecs[:, order]  # (d,), (c*f*f, d)
+    enc_w = (vec / lam.sqrt()).T  # (d, c*f*f)
+    dec_w = (vec * lam.sqrt()).T  # (d, c*f*f)
+    with torch.no_grad():
+        vae.shortcut_in.weight.copy_(enc_w.reshape(d, c, f, f))
+        _bias(vae.shortcut_in).copy_(-(enc_w @ mu))
+        vae.shortcut_out.weight.copy_(dec_w.reshape(d, c, f, f))
+        _bias(vae.shortcut_out).copy_(mu.reshape(c, f * f).mean(1))
+        vae.decoder.conv_out.weight.zero_()
+        _bias(vae.decoder.conv_out).zero_()
+        vae.quant_conv.weight[:d].zero_()
+        _bias(vae.quant_conv)[:d].zero_()
+        vae.quant_conv.weight[d:].zero_()
+        _bias(vae.quant_conv)[d:].fill_(logvar)
+    return lam.float()
 
 
 def _chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int | None) -> Tensor:

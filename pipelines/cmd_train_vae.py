@@ -8,6 +8,7 @@ Writes ``<out>/<modality key>/`` in our checkpoint format (EMA weights, ready fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,19 @@ DEFAULT_LR = {"official": 5e-6, "tiny": 1e-4}
 """Peak learning rate per preset: the official recipe's, and a faster one for the small CPU model."""
 SCALE_BATCHES = 8
 """Training batches the latent scale factor is estimated from (``--scale-factor auto``)."""
+
+
+PCA_SAMPLES = 64
+"""Training samples the ``--shortcut`` block PCA is computed from (evenly spread over the split)."""
+
+
+def _pca_images(dataset: Any, key: str) -> Any:
+    """Up to :data:`PCA_SAMPLES` images of ``dataset`` (N, C, H, W), evenly spaced, deterministic."""
+    import torch
+
+    n = len(dataset)
+    idx = sorted({int(i * n / min(n, PCA_SAMPLES)) for i in range(min(n, PCA_SAMPLES))})
+    return torch.stack([dataset[i][key] for i in idx])
 
 
 def _scale_choice(text: str) -> str | float:
@@ -69,6 +83,10 @@ def _scale_choice(text: str) -> str | float:
 @click.option("--init-from", "init_from", type=click.Path(path_type=Path, exists=True), default=None,
               help="start from the weights of this VAE (our checkpoint or an official state dict) instead of a "
                    "random initialisation: fine-tuning, e.g. on whole windows after training on --crop.")
+@click.option("--shortcut", is_flag=True,
+              help="add the linear block shortcut (copgen_core.vae; not in the official VAEs), started at the "
+                   "whitened block PCA of the training windows: training starts from the best linear 8x8 block "
+                   "code and learns what it misses.")
 @click.option("--scale-factor", "scale_factor", default="auto", show_default=True,
               help="latent scale: 'auto' (1/std of sampled latents), 'official' (registry) or a number.")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
@@ -76,7 +94,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
             kl_weight: float, learned_logvar: bool, no_flip: bool, crop: int | None, ema_decay: float, ema_every: int,
-            ema_start: int, ema_power: float, init_from: Path | None, scale_factor: str) -> None:
+            ema_start: int, ema_power: float, init_from: Path | None, shortcut: bool, scale_factor: str) -> None:
     """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
 
     \b
@@ -92,7 +110,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     from copgen_core.training import distributed
     from copgen_core.training.loop import run_loop
     from copgen_core.training.vae_trainer import VAETrainConfig, VAETrainer
-    from copgen_core.vae import KLVAE
+    from copgen_core.vae import KLVAE, init_block_pca
     from transforms.cube_spec import CubeError
     from transforms.dataset import CubeDataset, DatasetError, ResumableSampler, eval_batches, loader
 
@@ -131,6 +149,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     say(f"training {preset} VAE of {mod.key} on {len(train_ds)} samples "
         f"({len(val_ds) if val_ds else 0} held out) on {dev}")
     arch = vae_preset(preset, mod.key)
+    if shortcut:
+        arch = dataclasses.replace(arch, shortcut=True)
     vae = seeded_init(seed, lambda: KLVAE(arch, scale_factor=mod.scale_factor))
     if init_from is not None:
         try:
@@ -139,8 +159,13 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             raise BadInput(f"--init-from {init_from}: {exc}") from exc
         if start.config.to_dict() != arch.to_dict():
             raise BadInput(f"--init-from {init_from} is a {start.config.to_dict()} VAE, not the {preset} preset's "
-                           f"{arch.to_dict()}; pick the matching --preset")
+                           f"{arch.to_dict()}; pick the matching --preset "
+                           "(and --shortcut as it was trained)")
         vae.load_state_dict(start.state_dict())
+    elif shortcut:
+        lam = init_block_pca(vae, _pca_images(train_ds, mod.key))
+        say(f"shortcut: whitened block PCA of {min(len(train_ds), PCA_SAMPLES)} samples, component variances "
+            f"{', '.join(f'{v:.3g}' for v in lam.tolist())}")
     trainer = VAETrainer(vae, config, device=dev)
     identity = {**train_ds.fingerprint(), "batch_size": batch_size, "world_size": distributed.world_size(),
                 "preset": preset, "architecture": arch.to_dict(),

@@ -123,7 +123,7 @@ class _Reconstruction(nn.Module):
         moments = self.vae.moments(x)
         mean, logvar = torch.chunk(moments, 2, dim=1)
         z = mean + torch.exp(0.5 * torch.clamp(logvar, *LOGVAR_CLAMP)) * eps.to(mean.dtype)
-        recon = self.vae.decoder(self.vae.post_quant_conv(z))
+        recon = self.vae.decode_unscaled(z)
         result: tuple[Tensor, dict[str, float]] = self.loss(x, recon, moments)
         return result
 
@@ -221,7 +221,7 @@ class VAETrainer:
             x = x.to(self.device)
             with autocast(self.device, self.config.precision):
                 mean = torch.chunk(model.moments(x), 2, dim=1)[0]
-                recon = model.decoder(model.post_quant_conv(mean)).float()
+                recon = model.decode_unscaled(mean).float()
             diff = recon - x.float()
             sq += float(diff.square().sum())
             ab += float(diff.abs().sum())

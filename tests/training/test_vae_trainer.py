@@ -50,7 +50,7 @@ def test_evaluate_reports_the_psnr_of_the_posterior_mean() -> None:
     result = trainer.evaluate([x[:2], x[2:]])
     model = trainer.ema.model
     with torch.no_grad():
-        recon = model.decoder(model.post_quant_conv(torch.chunk(model.moments(x), 2, dim=1)[0]))
+        recon = model.decode_unscaled(torch.chunk(model.moments(x), 2, dim=1)[0])
     mse = (recon - x).square().mean().item()
     assert result["mse"] == pytest.approx(mse, rel=1e-5)
     assert result["psnr"] == pytest.approx(10 * math.log10(4 / mse), rel=1e-5)

@@ -1,0 +1,88 @@
+"""The VAE's optional linear block shortcut and its block-PCA start (copgen_core.vae)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from copgen_core.checkpoints import load_vae, save_vae
+from copgen_core.presets import vae_preset
+from copgen_core.vae import KLVAE, VAEConfig, init_block_pca
+
+KEY = "S2L2A_B02_B03_B04_B08"
+
+
+def _images(n: int = 6, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Smooth correlated 4-band fields plus fine texture: structure that a rank-8 block code only partly holds."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = F.interpolate(torch.randn(n, 1, size // 8, size // 8, generator=g), size=size, mode="bilinear",
+                           align_corners=False)
+    fine = 0.3 * torch.randn(n, 1, size, size, generator=g)
+    gains = torch.tensor([0.5, 0.6, 0.7, 1.2]).view(1, 4, 1, 1)
+    return (gains * (coarse + fine) + 0.05 * torch.randn(n, 4, size, size, generator=g)).float()
+
+
+def _shortcut_vae(seed: int = 0) -> KLVAE:
+    torch.manual_seed(seed)
+    return KLVAE(VAEConfig(**{**vae_preset("tiny", KEY).to_dict(), "shortcut": True}))
+
+
+def test_official_architecture_has_no_shortcut_parameters() -> None:
+    vae = KLVAE(vae_preset("tiny", KEY))
+    assert vae.shortcut_in is None and vae.shortcut_out is None
+    assert not any(k.startswith("shortcut") for k in vae.state_dict())
+
+
+def test_data_free_start_is_block_averaging_on_the_first_channels() -> None:
+    vae = _shortcut_vae()
+    x = _images()
+    mean = torch.chunk(vae.moments(x), 2, dim=1)[0]
+    encoder_part = torch.chunk(vae.quant_conv(vae.encoder(x)), 2, dim=1)[0]
+    # the shortcut adds exactly the 8x8 block means of the four bands to latent channels 0-3, nothing to 4-7
+    torch.testing.assert_close(mean[:, :4] - encoder_part[:, :4], F.avg_pool2d(x, 8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean[:, 4:], encoder_part[:, 4:])
+
+
+def test_block_pca_start_is_the_best_linear_block_code() -> None:
+    x = _images()
+    vae = _shortcut_vae()
+    lam = init_block_pca(vae, x)
+    assert lam.shape == (8,) and bool((lam[:-1] >= lam[1:]).all())
+    with torch.no_grad():
+        mean, logvar = torch.chunk(vae.moments(x), 2, dim=1)
+        recon = vae.decode_unscaled(mean)
+    # whitened: every latent channel has unit variance over the blocks it was fitted on
+    np.testing.assert_allclose(mean.double().transpose(0, 1).reshape(8, -1).var(dim=1).numpy(), 1.0, atol=1e-3)
+    assert torch.allclose(logvar, torch.full_like(logvar, -10.0))
+    # the reference: rank-8 PCA of the 256-value blocks, computed independently with numpy
+    blocks = F.unfold(x.double(), 8, stride=8).transpose(1, 2).reshape(-1, 256).numpy()
+    centred = blocks - blocks.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    # the decoder's bias is per band (a transposed conv's), so the mean block is restored as band means
+    band_mean = np.repeat(blocks.mean(0).reshape(4, 64).mean(1), 64)
+    ref = centred @ vt[:8].T @ vt[:8] + band_mean
+    ref_mse = float(((ref - blocks) ** 2).mean())
+    mse = float(((recon.double() - x.double()) ** 2).mean())
+    assert mse == pytest.approx(ref_mse, rel=1e-4)
+    naive = float(((F.interpolate(F.avg_pool2d(x, 8), scale_factor=8) - x) ** 2).mean())
+    assert mse < 0.8 * naive  # and it beats block averaging, which the test would otherwise not tell apart
+
+
+def test_block_pca_needs_a_shortcut_vae() -> None:
+    with pytest.raises(ValueError, match="shortcut=True"):
+        init_block_pca(KLVAE(vae_preset("tiny", KEY)), _images())
+
+
+def test_shortcut_vae_saves_and_loads_with_its_config(tmp_path: Path) -> None:
+    vae = _shortcut_vae()
+    init_block_pca(vae, _images())
+    vae.scale_factor = 0.9
+    save_vae(vae, tmp_path / "v", KEY)
+    back = load_vae(tmp_path / "v", KEY)
+    assert back.config.shortcut and back.shortcut_in is not None
+    x = _images(2, seed=1)
+    torch.testing.assert_close(back(x), vae(x))
