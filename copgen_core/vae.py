@@ -14,14 +14,15 @@ Structure (ch = base width, L = len(ch_mult), GroupNorm(32, eps 1e-6) + swish ev
   ``num_res_blocks + 1`` ResnetBlocks and a nearest x2 upsample + 3x3 conv on all but ``up[0]``;
   norm, swish, conv_out. No output activation.
 
-Optional **block shortcut** (``VAEConfig.shortcut``, not in the official VAEs, off by default): a
-linear path around the network, as the residual shortcuts of DC-AE (Chen et al. 2024, "Deep
-Compression Autoencoder"). The encoder adds ``shortcut_in(x)`` (a ``f x f`` stride-``f`` conv, one
-linear map per latent cell) to the latent mean, and the decoder adds ``shortcut_out(z)`` (the matching
-transposed conv) to its output. :func:`init_block_pca` sets them from data to the whitened principal
-components of the ``f x f`` pixel blocks, and zeroes the network's last layers, so that training starts
-from the best linear block code of that size and learns only what it misses. It also makes the latent
-an image code whose channels have unit variance, which a small diffusion backbone models more easily.
+Optional **shortcut** (``VAEConfig.shortcut``, not in the official VAEs, off by default): a linear
+path around the network, in the spirit of DC-AE's residual shortcuts (Chen et al. 2024, "Deep
+Compression Autoencoder"). The encoder adds ``shortcut_in(x)`` (an ``f x f`` stride-``f`` conv: one
+linear map per latent cell) to the latent mean; the decoder adds ``shortcut_out(z)`` (a ``2f x 2f``
+transposed conv at stride ``f``: each pixel a linear function of its 2 x 2 nearest cells, a lapped
+synthesis without block edges) to its output. :func:`init_block_pca` sets them from data (whitened
+block PCA; least-squares synthesis with a smoothness term) and zeroes the network's last layers, so
+that training starts from the best linear code of that size and learns only what it misses. The
+latent is then an image code whose channels have unit variance.
 """
 
 from __future__ import annotations
@@ -361,7 +362,10 @@ class KLVAE(nn.Module):
         if config.shortcut:
             f = config.downsample_factor
             self.shortcut_in = nn.Conv2d(config.in_channels, config.embed_dim, f, stride=f)
-            self.shortcut_out = nn.ConvTranspose2d(config.embed_dim, config.output_channels, f, stride=f)
+            # lapped: each cell's 2f x 2f kernel overlaps its neighbours' by f/2 on every side, so the
+            # linear reconstruction is continuous across cell edges (a f x f block basis is not)
+            self.shortcut_out = nn.ConvTranspose2d(config.embed_dim, config.output_channels, 2 * f, stride=f,
+                                                   padding=f // 2)
             _init_block_mean(self.shortcut_in, self.shortcut_out)
 
     def _check_image(self, x: Tensor) -> None:
@@ -502,6 +506,10 @@ class KLVAE(nn.Module):
         return self.decode(self.encode(x))
 
 
+SHORTCUT_SMOOTH = 0.05
+"""Default smoothness weight of the lapped synthesis (see :func:`init_block_pca`)."""
+
+
 def _bias(layer: nn.Conv2d | nn.ConvTranspose2d) -> Tensor:
     if layer.bias is None:  # every conv of this module is built with a bias
         raise ValueError(f"{layer} has no bias")
@@ -516,18 +524,23 @@ def _init_block_mean(enc: nn.Conv2d, dec: nn.ConvTranspose2d) -> None:
         f = enc.kernel_size[0]
         for c in range(min(enc.in_channels, enc.out_channels, dec.out_channels)):
             enc.weight[c, c] = 1.0 / (f * f)
-            dec.weight[c, c] = 1.0
+            dec.weight[c, c, f // 2:f // 2 + f, f // 2:f // 2 + f] = 1.0
 
 
-def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tensor:
-    """Set a shortcut VAE's linear path to the whitened principal components of ``images``' pixel blocks.
+def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0, ridge: float = 1e-6,
+                   smooth: float = SHORTCUT_SMOOTH) -> Tensor:
+    """Set a shortcut VAE's linear path from data: block-PCA analysis, least-squares lapped synthesis.
 
-    Latent channel j becomes ``v_j . (block - mu) / sqrt(lambda_j)`` (``v_j``, ``lambda_j``: the j-th
-    eigenvector and eigenvalue of the block covariance), so each channel has unit variance on these
-    images and ``shortcut_out`` reconstructs the best rank-``embed_dim`` linear approximation of each
-    block. The network's contribution is zeroed (the decoder's ``conv_out`` and the mean half of
-    ``quant_conv``) and the posterior log-variance starts at ``logvar``, so the initial VAE *is* that
-    linear code; training then learns what it misses. Call before training, after any weight loading.
+    ``shortcut_in`` becomes the whitened principal components of the ``f x f`` pixel blocks (latent
+    channel j = ``v_j . (block - mu) / sqrt(lambda_j)``, unit variance on these images).
+    ``shortcut_out`` (a ``2f x 2f`` transposed conv at stride ``f``: every pixel is a linear function
+    of the 2 x 2 cells nearest to it) is then fitted by least squares to reconstruct the images from
+    those latents, position by position within the cell. It contains the block-PCA synthesis as a
+    special case, so it reconstructs at least as well on these images, and blends neighbouring cells,
+    so it has no block edges. The network's contribution is zeroed (the decoder's ``conv_out`` and the
+    mean half of ``quant_conv``) and the posterior log-variance starts at ``logvar``: the initial VAE
+    *is* that linear code, and training learns what it misses. Call before training, after any weight
+    loading.
 
     Parameters
     ----------
@@ -535,9 +548,14 @@ def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tens
         A :class:`KLVAE` built with ``shortcut=True``.
     images:
         (N, in_channels, H, W) normalised training images, H and W multiples of the downsample factor
-        (a few dozen windows are plenty).
+        and at least 3 cells (a few dozen windows are plenty).
     logvar:
         Initial posterior log-variance (bias of the log-variance half of ``quant_conv``).
+    ridge:
+        Relative ridge of the least-squares fit (times the mean feature variance).
+    smooth:
+        Weight of the synthesis' smoothness under white-noise latents, relative to the data term
+        (:func:`_lapped_synthesis`); 0 fits the data alone.
 
     Returns
     -------
@@ -547,7 +565,8 @@ def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tens
     Raises
     ------
     ValueError
-        If the VAE has no shortcut, its input and output channels differ, or the images have the wrong shape.
+        If the VAE has no shortcut, its input and output channels differ, or the images have the wrong
+        shape or are smaller than 3 x 3 cells.
     """
     if vae.shortcut_in is None or vae.shortcut_out is None:
         raise ValueError("init_block_pca needs a VAE built with VAEConfig(shortcut=True)")
@@ -557,19 +576,23 @@ def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tens
                          f"{cfg.output_channels}")
     vae._check_image(images)
     f, c, d = cfg.downsample_factor, cfg.in_channels, cfg.embed_dim
-    blocks = F.unfold(images.double(), f, stride=f).transpose(1, 2).reshape(-1, c * f * f)
+    if min(images.shape[-2:]) < 3 * f:
+        raise ValueError(f"init_block_pca needs images of at least {3 * f} px, got {tuple(images.shape[-2:])}")
+    x = images.double()
+    blocks = F.unfold(x, f, stride=f).transpose(1, 2).reshape(-1, c * f * f)
     mu = blocks.mean(0)
-    cov = torch.cov((blocks - mu).T)
-    evals, evecs = torch.linalg.eigh(cov)
+    evals, evecs = torch.linalg.eigh(torch.cov((blocks - mu).T))
     order = torch.argsort(evals, descending=True)[:d]
     lam, vec = evals[order].clamp_min(1e-12), evecs[:, order]  # (d,), (c*f*f, d)
     enc_w = (vec / lam.sqrt()).T  # (d, c*f*f)
-    dec_w = (vec * lam.sqrt()).T  # (d, c*f*f)
+    z = F.conv2d(x, enc_w.reshape(d, c, f, f), -(enc_w @ mu), stride=f)  # (N, d, h, w)
+    band_mean = x.mean(dim=(0, 2, 3))
+    dec_w = _lapped_synthesis(z, x - band_mean.view(1, c, 1, 1), f, ridge, smooth)
     with torch.no_grad():
         vae.shortcut_in.weight.copy_(enc_w.reshape(d, c, f, f))
         _bias(vae.shortcut_in).copy_(-(enc_w @ mu))
-        vae.shortcut_out.weight.copy_(dec_w.reshape(d, c, f, f))
-        _bias(vae.shortcut_out).copy_(mu.reshape(c, f * f).mean(1))
+        vae.shortcut_out.weight.copy_(dec_w)
+        _bias(vae.shortcut_out).copy_(band_mean)
         vae.decoder.conv_out.weight.zero_()
         _bias(vae.decoder.conv_out).zero_()
         vae.quant_conv.weight[:d].zero_()
@@ -577,6 +600,68 @@ def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0) -> Tens
         vae.quant_conv.weight[d:].zero_()
         _bias(vae.quant_conv)[d:].fill_(logvar)
     return lam.float()
+
+
+def _covering(r: int, f: int) -> tuple[int, int]:
+    """The two cells (along one axis) whose lapped kernels cover absolute pixel ``r``."""
+    lo = r // f - (1 if r % f < f // 2 else 0)
+    return lo, lo + 1
+
+
+def _lapped_synthesis(z: Tensor, x: Tensor, f: int, ridge: float, smooth: float) -> Tensor:
+    """Least-squares weights (d, c, 2f, 2f) of ``conv_transpose2d(z, W, stride=f, padding=f//2) ~ x``.
+
+    Every pixel is covered by the kernels of 2 x 2 cells (each tap of the kernel serves exactly one
+    offset within the cell), so the data term is one small least-squares problem per offset, over the
+    interior cells. ``smooth`` adds, relative to the data term, the expected squared difference between
+    adjacent output pixels when the latents are white noise (the taps of shared cells should agree,
+    those of a cell that stops covering should fade out): the synthesis then stays continuous across
+    cell edges for latents that are not encodings of real images, such as generated ones.
+    """
+    n, d, h, w = z.shape
+    c = x.shape[1]
+    half, k2 = f // 2, 2 * f
+    size = k2 * k2 * d
+
+    def index(ky: int, kx: int) -> int:
+        return (ky * k2 + kx) * d
+
+    gram = torch.zeros(size, size, dtype=torch.float64)
+    rhs = torch.zeros(size, c, dtype=torch.float64)
+    rows = 0
+    for a in range(f):
+        ca = _covering(f + a, f)
+        for b in range(f):
+            cb = _covering(f + b, f)
+            feats, taps = [], []
+            for ci in ca:
+                for cj in cb:
+                    feats.append(z[:, :, ci:ci + h - 2, cj:cj + w - 2])
+                    taps.append(index(f + a - f * ci + half, f + b - f * cj + half))
+            phi = torch.cat(feats, dim=1).permute(0, 2, 3, 1).reshape(-1, 4 * d)
+            target = x[:, :, f + a:f * (h - 1):f, f + b:f * (w - 1):f].permute(0, 2, 3, 1).reshape(-1, c)
+            sel = torch.cat([torch.arange(t, t + d) for t in taps])
+            gram[sel[:, None], sel[None, :]] += phi.T @ phi
+            rhs[sel] += phi.T @ target
+            rows = phi.shape[0]
+    gram += ridge * gram.diagonal().mean() * torch.eye(size, dtype=gram.dtype)
+    if smooth > 0:
+        diff: list[Tensor] = []  # one row per (adjacent pixel pair, covering cell): tap of p minus tap of q
+        for r in range(f, 2 * f):
+            for s_ in range(f, 2 * f):
+                for r2, s2 in ((r + 1, s_), (r, s_ + 1)):
+                    cells: dict[tuple[int, int], torch.Tensor] = {}
+                    for sign, (pr, ps) in ((1.0, (r, s_)), (-1.0, (r2, s2))):
+                        for ci in _covering(pr, f):
+                            for cj in _covering(ps, f):
+                                row = cells.setdefault((ci, cj), torch.zeros(k2 * k2, dtype=torch.float64))
+                                row[(pr - f * ci + half) * k2 + (ps - f * cj + half)] += sign
+                    diff.extend(cells.values())
+        dmat = torch.stack(diff)
+        # the d latent channels are independent white noise: the same penalty for each channel
+        gram += smooth * rows * torch.kron(dmat.T @ dmat, torch.eye(d, dtype=torch.float64))
+    sol = torch.linalg.solve(gram, rhs)  # (size, c)
+    return sol.reshape(k2, k2, d, c).permute(2, 3, 0, 1).contiguous()
 
 
 def _chunked(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int | None) -> Tensor:

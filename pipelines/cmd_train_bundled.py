@@ -72,28 +72,27 @@ CROP_PX = 64
 CROP_SPEED = 1.3
 FULL_192_SPEED = 0.35
 VAE_RECIPE: dict[int, tuple[VAEPhase, ...]] = {
-    192: (VAEPhase(300, 8, CROP_PX, CROP_SPEED), VAEPhase(40, 4, None, FULL_192_SPEED)),
-    96: (VAEPhase(300, 8, None, 0.9),),
-    64: (VAEPhase(500, 8, None, 2.0),),
-    32: (VAEPhase(800, 8, None, 6.0),),
+    192: (VAEPhase(150, 8, CROP_PX, CROP_SPEED), VAEPhase(20, 4, None, FULL_192_SPEED)),
+    96: (VAEPhase(150, 8, None, 0.9),),
+    64: (VAEPhase(150, 8, None, 2.0),),
+    32: (VAEPhase(300, 8, None, 6.0),),
 }
 """Default VAE phases by pixel size. The 192 px VAEs first train on 64 px crops, then fine-tune on
-whole windows: their mid-block attention and GroupNorm see the whole latent at inference, and a
-crop-only VAE loses ~9 dB on whole windows that 50 whole-window steps win back (docs/model-card.md)."""
+whole windows (their mid-block attention and GroupNorm see the whole latent at inference). With the
+shortcut (:data:`VAE_SHORTCUT`) a VAE starts from its linear block code, and training adds little to
+it: the S2 L2A 10 m VAE went from 26.7 dB at its start to 26.75 dB after 1,200 crop + 30 whole-window
+steps (block synthesis, session 5), so the budgets are a third of the previous recipe's."""
 VAE_EXTRA: dict[str, tuple[VAEPhase, ...]] = {
-    "S2L2A_B02_B03_B04_B08": (VAEPhase(1200, 8, CROP_PX, CROP_SPEED), VAEPhase(30, 4, None, FULL_192_SPEED)),
-    "S2L1C_B02_B03_B04_B08": (VAEPhase(400, 8, CROP_PX, CROP_SPEED), VAEPhase(50, 4, None, FULL_192_SPEED)),
-    "S2L1C_cloud_mask": (VAEPhase(250, 8, CROP_PX, CROP_SPEED), VAEPhase(30, 4, None, FULL_192_SPEED)),
+    "S2L2A_B02_B03_B04_B08": (VAEPhase(400, 8, CROP_PX, CROP_SPEED), VAEPhase(20, 4, None, FULL_192_SPEED)),
+    "S2L1C_B02_B03_B04_B08": (VAEPhase(200, 8, CROP_PX, CROP_SPEED), VAEPhase(20, 4, None, FULL_192_SPEED)),
+    "S2L1C_cloud_mask": (VAEPhase(100, 8, CROP_PX, CROP_SPEED), VAEPhase(10, 4, None, FULL_192_SPEED)),
 }
 """Modalities whose budget differs from their pixel size's: the S2 L2A 10 m VAE (the one with a PSNR
-target) gets the most, the cloud mask (four one-hot planes) the least. With the block shortcut
-(:data:`VAE_SHORTCUT`) a crop-trained VAE loses little on whole windows (26.45 -> 26.47 dB from 40
-whole-window steps in a 300-step trial), so the 10 m L2A VAE spends its time on crops."""
+target) gets the most, the cloud mask (four one-hot planes) the least."""
 VAE_SHORTCUT = True
-"""Every VAE gets the linear block shortcut started at the block PCA (``train-vae --shortcut``): in a
-300-crop-step trial the S2 L2A 10 m VAE reached 26.5 dB on the held-out windows where the same run
-with a block-mean shortcut reached 21.1 dB and the previous full recipe (no shortcut) 18.8 dB
-(docs/model-card.md)."""
+"""Every VAE gets the linear shortcut started from data (``train-vae --shortcut``: block-PCA analysis,
+least-squares lapped synthesis, :func:`copgen_core.vae.init_block_pca`). The previous recipe's S2 L2A
+10 m VAE scored 18.8 dB on the held-out windows; this start alone scores 26-27 dB (docs/training.md)."""
 VAE_LR = 1e-3
 """Peak learning rate of the VAEs: a short run needs more than the tiny preset's 1e-4."""
 VAE_FINETUNE_LR = 3e-4
