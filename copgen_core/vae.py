@@ -602,6 +602,44 @@ def init_block_pca(vae: KLVAE, images: Tensor, *, logvar: float = -10.0, ridge: 
     return lam.float()
 
 
+def refit_synthesis(vae: KLVAE, images: Tensor, *, smooth: float = SHORTCUT_SMOOTH, ridge: float = 1e-6) -> None:
+    """Fit a trained shortcut VAE's ``shortcut_out`` again, to what the rest of its decoder leaves.
+
+    Training moves ``shortcut_out`` freely, and with it the smoothness :func:`init_block_pca` gave
+    it: a trained synthesis puts visible 8 px cell edges into decodes of generated latents. This
+    least-squares fit (same form as :func:`init_block_pca`'s, with the smoothness term) of
+    ``images - decoder(post_quant_conv(mean))`` from the posterior means restores it. Only the
+    decoder changes: the encoder, hence the latent space and any backbone trained on it, stays valid.
+
+    Parameters
+    ----------
+    vae:
+        A trained :class:`KLVAE` built with ``shortcut=True``.
+    images:
+        (N, in_channels, H, W) normalised training images (at least 3 x 3 cells).
+    smooth, ridge:
+        As in :func:`init_block_pca`.
+
+    Raises
+    ------
+    ValueError
+        If the VAE has no shortcut or the images have the wrong shape.
+    """
+    if vae.shortcut_out is None:
+        raise ValueError("refit_synthesis needs a VAE built with VAEConfig(shortcut=True)")
+    vae._check_image(images)
+    f, c = vae.config.downsample_factor, vae.config.output_channels
+    if min(images.shape[-2:]) < 3 * f:
+        raise ValueError(f"refit_synthesis needs images of at least {3 * f} px, got {tuple(images.shape[-2:])}")
+    with torch.no_grad():
+        mean = torch.chunk(vae.moments(images), 2, dim=1)[0]
+        target = images.double() - vae.decoder(vae.post_quant_conv(mean)).double()
+        band_mean = target.mean(dim=(0, 2, 3))
+        weight = _lapped_synthesis(mean.double(), target - band_mean.view(1, c, 1, 1), f, ridge, smooth)
+        vae.shortcut_out.weight.copy_(weight)
+        _bias(vae.shortcut_out).copy_(band_mean)
+
+
 def _covering(r: int, f: int) -> tuple[int, int]:
     """The two cells (along one axis) whose lapped kernels cover absolute pixel ``r``."""
     lo = r // f - (1 if r % f < f // 2 else 0)

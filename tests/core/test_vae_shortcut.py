@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from copgen_core.checkpoints import load_vae, save_vae
 from copgen_core.presets import vae_preset
-from copgen_core.vae import KLVAE, VAEConfig, init_block_pca
+from copgen_core.vae import KLVAE, VAEConfig, init_block_pca, refit_synthesis
 
 KEY = "S2L2A_B02_B03_B04_B08"
 
@@ -105,3 +105,26 @@ def test_shortcut_vae_saves_and_loads_with_its_config(tmp_path: Path) -> None:
     assert back.config.shortcut and back.shortcut_in is not None
     x = _images(2, seed=1)
     torch.testing.assert_close(back(x), vae(x))
+
+
+def test_refit_restores_a_drifted_synthesis_and_leaves_the_encoder_alone() -> None:
+    x = _images(8, size=64)
+    noise = torch.randn(4, 8, 8, 8, generator=torch.Generator().manual_seed(3))
+    vae = _shortcut_vae()
+    init_block_pca(vae, x, smooth=0.05)
+    with torch.no_grad():
+        start_edges = _edge_ratio(vae.decode_unscaled(noise))
+        moments = vae.moments(x)
+    refit_synthesis(vae, x, smooth=0.0)  # what training does: fit the data, whatever the cell edges look like
+    with torch.no_grad():
+        drifted_edges = _edge_ratio(vae.decode_unscaled(noise))
+    refit_synthesis(vae, x, smooth=0.05)
+    with torch.no_grad():
+        assert torch.equal(vae.moments(x), moments)  # the latent space (what a backbone learned) is unchanged
+        assert drifted_edges > 1.2 * start_edges
+        assert _edge_ratio(vae.decode_unscaled(noise)) == pytest.approx(start_edges, rel=0.05)
+
+
+def test_refit_needs_a_shortcut_vae() -> None:
+    with pytest.raises(ValueError, match="shortcut=True"):
+        refit_synthesis(KLVAE(vae_preset("tiny", KEY)), _images(size=32))
