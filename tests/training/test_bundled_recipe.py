@@ -58,7 +58,7 @@ def test_default_recipe_is_planned_to_fit_an_hour_on_the_development_cpu() -> No
     assert units > 500
     assert set(plan) == set(STAGES)
     assert sum(plan.values()) <= 60 * 60
-    assert max(plan, key=lambda k: plan[k]) == "vaes"
+    assert set(sorted(plan, key=lambda k: plan[k])[-2:]) == {"vaes", "backbone"}  # training dominates
 
 
 def test_vae_budget_follows_pixel_size_and_flags_override_it() -> None:
