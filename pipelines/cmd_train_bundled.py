@@ -598,7 +598,10 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
               "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "prediction": PREDICTION, "max_grid": MAX_GRID,
               "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
               "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
-    data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash, "samples": samples,
+    from transforms.cube import load_spec
+
+    data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash,
+            "cube_content_hash": load_spec(str(paths.cube)).content_hash, "samples": samples,
             "split": training.get("data", {}).get("split")}
     recipe = {"stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
               "total_seconds": round(sum(stage_seconds.values()), 1), "vaes": vaes,
@@ -610,31 +613,46 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
                                             "sample world by copgen train-bundled; see docs/model-card.md"})
 
 
-SYNTHESIS_SMOOTH = 0.05
-"""Smoothness of the shortcut synthesis refitted into the bundle's VAEs (``copgen_core.vae.refit_synthesis``):
-training moves the synthesis and loses the start's smoothness (S2 L2A 10 m: cell-edge ratio of decodes
-1.34 -> 0.94 for real latents and 2.41 -> 1.37 for noisy ones, held-out PSNR 27.33 -> 26.80 dB)."""
+SYNTHESIS_SMOOTH = 0.005
+"""Smoothness of the shortcut synthesis refitted into the bundle's VAEs (``copgen_core.vae.refit_synthesis``),
+with the weight of the pairs across cell edges tuned so that decodes of white-noise latents show no cell
+grid (:data:`SYNTHESIS_EDGE_RATIO`). Training moves the synthesis and loses the start's smoothness; the
+session-5 refit (``smooth`` 0.05, edges weighted like the rest) left S2 L2A 10 m decodes of generated
+latents with a cell-edge ratio of 1.64 at 26.80 dB; this one gives 0.98 at 27.07 dB (docs/training.md)."""
+SYNTHESIS_EDGE_RATIO = 1.0
+SYNTHESIS_SAMPLES = 64
+"""Training windows (whole, evenly spread) the synthesis is refitted on."""
 
 
 def _refit_setting() -> dict[str, Any] | None:
-    return {"smooth": SYNTHESIS_SMOOTH, "samples": "train, whole windows, 64 evenly spaced"} if VAE_SHORTCUT else None
+    if not VAE_SHORTCUT:
+        return None
+    return {"smooth": SYNTHESIS_SMOOTH, "noise_edge_ratio_target": SYNTHESIS_EDGE_RATIO,
+            "samples": f"train, whole windows, {SYNTHESIS_SAMPLES} evenly spaced"}
 
 
-def _refit_vaes(vaes: dict[str, Any], cube: Path) -> dict[str, float]:
-    """Refit every shortcut VAE's synthesis on the training windows; returns its held-out PSNR (dB) after."""
+def refit_vaes(vaes: dict[str, Any], cube: Path) -> dict[str, dict[str, float]]:
+    """Refit every shortcut VAE's synthesis on the training windows of ``cube`` (in place).
+
+    Returns per refitted VAE: ``edge_weight`` and ``noise_edge_ratio`` (:class:`copgen_core.vae.SynthesisFit`)
+    and ``psnr_bundled``, the held-out pooled PSNR (dB, [-1, 1] range) after the refit, when the cube
+    has held-out windows of that modality.
+    """
     import numpy as np
     import torch
 
     from copgen_core.vae import refit_synthesis
-    from pipelines.cmd_train_vae import _pca_images
-    from transforms.dataset import CubeDataset, DatasetError
+    from transforms.dataset import CubeDataset, DatasetError, spread_images
 
-    psnr: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for key, vae in vaes.items():
         if vae.shortcut_out is None:
             continue
-        refit_synthesis(vae, _pca_images(CubeDataset(str(cube), [key], split="train"), key),
-                        smooth=SYNTHESIS_SMOOTH)
+        fit = refit_synthesis(vae, spread_images(CubeDataset(str(cube), [key], split="train"), key, SYNTHESIS_SAMPLES),
+                              smooth=SYNTHESIS_SMOOTH, edge_weight=None, target=SYNTHESIS_EDGE_RATIO)
+        out[key] = {"edge_weight": round(fit.edge_weight, 3), "noise_edge_ratio": round(fit.noise_edge_ratio, 3)}
+        click.echo(f"  {key}: synthesis refitted, edge weight {fit.edge_weight:.2f}, "
+                   f"noise edge ratio {fit.noise_edge_ratio:.3f}")
         try:
             val = CubeDataset(str(cube), [key], split="val")
         except DatasetError:  # no held-out window (small worlds)
@@ -643,8 +661,19 @@ def _refit_vaes(vaes: dict[str, Any], cube: Path) -> dict[str, float]:
             sq = [float(((vae.decode_unscaled(torch.chunk(vae.moments(x[None]), 2, dim=1)[0]) - x[None]) ** 2).sum())
                   for x in (val[i][key] for i in range(len(val)))]
             count = sum(val[i][key].numel() for i in range(len(val)))
-        psnr[key] = round(float(10 * np.log10(4.0 / (sum(sq) / count))), 2)
-    return psnr
+        out[key]["psnr_bundled"] = round(float(10 * np.log10(4.0 / (sum(sq) / count))), 2)
+    return out
+
+
+def _apply_refit(vaes: dict[str, Any], cube: Path, info: dict[str, Any]) -> None:
+    """Refit ``vaes`` and record the result in the bundle provenance ``info`` (``recipe.vaes``, ``synthesis_refit``)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    recipe = info.setdefault("recipe", {})
+    for key, values in refit_vaes(vaes, cube).items():
+        recipe.setdefault("vaes", {}).setdefault(key, {}).update(values)
+    recipe["synthesis_refit"] = _refit_setting()
 
 
 def _dir_bytes(path: Path) -> int:
@@ -657,18 +686,22 @@ def _write_bundle(run_dir: Path, out: Path, info: dict[str, Any], cube: Path) ->
     Returns the size in bytes; ``info["recipe"]`` gets ``synthesis_refit`` and each VAE's held-out PSNR
     after the refit (``vaes.<key>.psnr_bundled``).
     """
-    import torch
-
-    from copgen_core.bundle import BUNDLE_FILE, save_bundle
     from copgen_core.checkpoints import load_backbone, load_vae
 
     backbone = load_backbone(run_dir / "backbone")
     vaes = {k: load_vae(run_dir / "vae" / k, k) for k in sorted(p.name for p in (run_dir / "vae").iterdir())}
     if VAE_SHORTCUT:
-        torch.set_num_threads(os.cpu_count() or 1)
-        for key, value in _refit_vaes(vaes, cube).items():
-            info["recipe"]["vaes"].setdefault(key, {})["psnr_bundled"] = value
-        info["recipe"]["synthesis_refit"] = _refit_setting()
+        _apply_refit(vaes, cube, info)
+    _save_checked(out, backbone, vaes, info)
+    return _dir_bytes(out)
+
+
+def _save_checked(out: Path, backbone: Any, vaes: dict[str, Any], info: dict[str, Any]) -> None:
+    """Write the fp16 bundle next to ``out``, check its size, record it, then swap it in (atomic rename)."""
+    import torch
+
+    from copgen_core.bundle import BUNDLE_FILE, save_bundle
+
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -683,7 +716,51 @@ def _write_bundle(run_dir: Path, out: Path, info: dict[str, Any], cube: Path) ->
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return size
+
+
+def refit_bundle(out: Path, cube: Path) -> dict[str, dict[str, float]]:
+    """Refit the synthesis of the shortcut VAEs of the bundle at ``out`` in place, with the current setting.
+
+    Only the decoders' ``shortcut_out`` changes (fp16 weights are loaded to fp32, refitted, written back as
+    fp16): the encoders, hence the backbone's latent space, are the same bytes. ``cube`` must be the
+    training cube the bundle was trained on: its :attr:`~transforms.cube_spec.CubeSpec.content_hash` is
+    checked against ``bundle.json`` (bundles from before that hash: the count of complete training samples).
+
+    Raises
+    ------
+    click.ClickException
+        If ``out`` is not a bundle of this recipe, or ``cube`` is another cube.
+    """
+    from copgen_core.bundle import BUNDLE_FILE
+    from copgen_core.checkpoints import load_backbone, load_vae
+    from transforms.cube import load_spec
+    from transforms.dataset import CubeDataset
+
+    meta_path = out / BUNDLE_FILE
+    info = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if not info.get("recipe"):
+        raise click.ClickException(f"{out} is not a bundle written by train-bundled; nothing to refit")
+    data = info.setdefault("data", {})
+    spec = load_spec(str(cube))
+    want = data.get("cube_content_hash")
+    if want is not None and want != spec.content_hash:
+        raise click.ClickException(f"{cube} is not the cube {out} was trained on (content hash "
+                                   f"{spec.content_hash[:12]}..., bundle {str(want)[:12]}...); run `copgen "
+                                   "train-bundled --until preprocess` with the bundle's world first")
+    if want is None:  # bundles written before content hashes: the windows are the check
+        samples = len(CubeDataset(str(cube), IMAGE_KEYS, split="all"))
+        if data.get("samples") is not None and samples != int(data["samples"]):
+            raise click.ClickException(f"{cube} has {samples} complete training samples, the bundle was trained on "
+                                       f"{data['samples']}: not its cube; run `copgen train-bundled --until "
+                                       "preprocess` with the bundle's world first")
+        data["cube_content_hash"] = spec.content_hash
+    backbone = load_backbone(out / "backbone")
+    vaes = {k: load_vae(out / "vae" / k, k) for k in sorted(p.name for p in (out / "vae").iterdir())}
+    _apply_refit(vaes, cube, info)
+    for key in ("size_bytes", "backbone_sha256"):
+        info.pop(key, None)
+    _save_checked(out, backbone, vaes, info)
+    return {k: v for k, v in info["recipe"]["vaes"].items() if "noise_edge_ratio" in v}
 
 
 def _check_out(out: Path) -> None:
@@ -742,15 +819,19 @@ def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Call
               help="comma-separated image modalities of the bundle [default: all ten] (smaller bundles, smoke runs).")
 @click.option("--until", type=click.Choice(STAGES), default="bundle", show_default=True,
               help="stop after this stage (a later run continues from there).")
+@click.option("--refit-synthesis", "refit_only", is_flag=True,
+              help="only refit the VAEs' synthesis of the bundle at --out, in place, with the recipe's current "
+                   "setting (decoders only; needs the training cube under --work: run --until preprocess first).")
 def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | None, vae_batch_size: int | None,
             backbone_steps: int, batch_size: int, seed: int, jobs: int, stac_url: str | None, modalities: str | None,
-            until: str) -> None:
+            until: str, refit_only: bool) -> None:
     """Train the bundled model end to end: world -> cube -> 10 VAEs -> backbone -> fp16 bundle.
 
     \b
     Example (about 35 minutes on an idle 2-core CPU; see docs/model-card.md):
       copgen train-bundled                       # writes models/bundled
       copgen train-bundled --preset small --vae-steps 2 --backbone-steps 2 --out /tmp/b   # smoke run
+      copgen train-bundled --refit-synthesis     # new synthesis setting for models/bundled, no retraining
 
     A rerun skips every finished stage (recorded in <work>/recipe.json) and resumes interrupted
     trainings from their checkpoints. Exit codes: 0 done; 1 a stage failed; 2 bad input.
@@ -759,6 +840,16 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     keys = _image_modalities(modalities)
     out, world, work = out.resolve(), world.resolve(), work.resolve()
     _check_out(out)
+    if refit_only:
+        cube = WorkPaths(work).cube
+        if not cube.is_dir():
+            raise BadInput(f"--refit-synthesis needs the training cube {cube}; run `copgen train-bundled --until "
+                           "preprocess` (same --world/--work) first")
+        click.echo(f"[bundle] refitting the VAEs' synthesis of {out} on {cube}")
+        fits = refit_bundle(out, cube)
+        click.echo(f"refitted {len(fits)} VAE(s) in {_fmt_s(time.perf_counter() - t_start)}: "
+                   + ", ".join(f"{k} {v.get('psnr_bundled', float('nan')):.2f} dB" for k, v in fits.items()))
+        return
     work.mkdir(parents=True, exist_ok=True)
     recipe = Recipe(work)
     seconds: dict[str, float] = {}

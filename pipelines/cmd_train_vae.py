@@ -41,15 +41,6 @@ PCA_SAMPLES = 64
 """Training samples the ``--shortcut`` block PCA is computed from (evenly spread over the split)."""
 
 
-def _pca_images(dataset: Any, key: str) -> Any:
-    """Up to :data:`PCA_SAMPLES` images of ``dataset`` (N, C, H, W), evenly spaced, deterministic."""
-    import torch
-
-    n = len(dataset)
-    idx = sorted({int(i * n / min(n, PCA_SAMPLES)) for i in range(min(n, PCA_SAMPLES))})
-    return torch.stack([dataset[i][key] for i in idx])
-
-
 def _scale_choice(text: str) -> str | float:
     if text in ("auto", "official"):
         return text
@@ -112,7 +103,14 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     from copgen_core.training.vae_trainer import VAETrainConfig, VAETrainer
     from copgen_core.vae import KLVAE, init_block_pca
     from transforms.cube_spec import CubeError
-    from transforms.dataset import CubeDataset, DatasetError, ResumableSampler, eval_batches, loader
+    from transforms.dataset import (
+        CubeDataset,
+        DatasetError,
+        ResumableSampler,
+        eval_batches,
+        loader,
+        spread_images,
+    )
 
     try:
         mod = resolve(modality)
@@ -163,7 +161,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
                            "(and --shortcut as it was trained)")
         vae.load_state_dict(start.state_dict())
     elif shortcut:
-        lam = init_block_pca(vae, _pca_images(train_ds, mod.key))
+        lam = init_block_pca(vae, spread_images(train_ds, mod.key, PCA_SAMPLES))
         say(f"shortcut: whitened block PCA of {min(len(train_ds), PCA_SAMPLES)} samples, component variances "
             f"{', '.join(f'{v:.3g}' for v in lam.tolist())}")
     trainer = VAETrainer(vae, config, device=dev)

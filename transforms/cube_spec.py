@@ -277,6 +277,21 @@ class CubeSpec:
         text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 like :attr:`spec_hash`, but blind to where the writing job read from and wrote to.
+
+        The ``stac_url`` and ``output`` of the job config in ``attrs`` are left out: a training cube
+        preprocessed again from the same world through a private STAC API on another port, or into
+        another folder, has the same content hash (and another spec hash).
+        """
+        doc = self.to_json()
+        attrs = dict(doc.get("attrs") or {})
+        if isinstance(attrs.get("config"), dict):
+            attrs["config"] = {k: v for k, v in attrs["config"].items() if k not in ("stac_url", "output")}
+        text = json.dumps({**doc, "attrs": attrs}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     # -- layout -----------------------------------------------------------------------------------
 
     @cached_property

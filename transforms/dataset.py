@@ -18,6 +18,8 @@ Pieces
     seed, sharded over DDP ranks, startable at any micro-batch (exact resume without replaying data).
     ``DataLoader(dataset, batch_sampler=sampler, num_workers=k)`` spreads whole batches over its
     ``k`` workers, so workers never read the same sample.
+:func:`spread_images`
+    Evenly spaced images of one modality (what a block PCA or a synthesis refit is fitted on).
 :func:`encode_latents`
     One pass of the VAEs over a dataset, storing posterior moments per (window, time, modality) in a
     ``.safetensors`` file that a :class:`CubeDataset` can serve instead of pixels.
@@ -469,6 +471,24 @@ def eval_batches(dataset: CubeDataset, batch_size: int, *, max_batches: int | No
 
 
 # -- latent cache --------------------------------------------------------------------------------------
+
+
+def spread_images(dataset: CubeDataset, key: str, count: int) -> torch.Tensor:
+    """Up to ``count`` images of ``key`` from ``dataset``, evenly spaced over its index, (N, C, H, W).
+
+    Deterministic (no flips, crops or randomness beyond the dataset's own for epoch 0): the samples a
+    block PCA or a synthesis refit is computed from (``train-vae --shortcut``, the bundle stage).
+
+    Raises
+    ------
+    ValueError
+        If ``count`` is below 1.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    n = len(dataset)
+    idx = sorted({int(i * n / min(n, count)) for i in range(min(n, count))})
+    return torch.stack([dataset[i][key] for i in idx])
 
 
 def _module_digest(module: torch.nn.Module) -> str:

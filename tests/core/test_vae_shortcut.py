@@ -11,7 +11,14 @@ import torch.nn.functional as F
 
 from copgen_core.checkpoints import load_vae, save_vae
 from copgen_core.presets import vae_preset
-from copgen_core.vae import KLVAE, VAEConfig, init_block_pca, refit_synthesis
+from copgen_core.vae import (
+    KLVAE,
+    VAEConfig,
+    cell_edge_ratio,
+    init_block_pca,
+    noise_edge_ratio,
+    refit_synthesis,
+)
 
 KEY = "S2L2A_B02_B03_B04_B08"
 
@@ -128,3 +135,55 @@ def test_refit_restores_a_drifted_synthesis_and_leaves_the_encoder_alone() -> No
 def test_refit_needs_a_shortcut_vae() -> None:
     with pytest.raises(ValueError, match="shortcut=True"):
         refit_synthesis(KLVAE(vae_preset("tiny", KEY)), _images(size=32))
+
+
+def test_cell_edge_ratio_sees_a_block_grid_and_not_a_smooth_ramp() -> None:
+    ramp = torch.arange(32.0).view(1, 1, 32).expand(1, 32, 32)
+    assert cell_edge_ratio(ramp, 8) == pytest.approx(1.0)
+    blocky = F.interpolate(torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0)), scale_factor=8)
+    assert cell_edge_ratio(blocky + 0.01 * ramp, 8) > 50  # steps only at the cell edges
+
+
+def test_edge_weight_removes_the_cell_grid_at_less_cost_than_uniform_smoothness() -> None:
+    x = _images(8, size=64)
+    vae = _shortcut_vae()
+    init_block_pca(vae, x, smooth=0.0)
+    plain = refit_synthesis(vae, x, smooth=0.002)
+    assert plain.edge_weight == 1.0 and plain.noise_edge_ratio > 1.2  # the data alone leaves a visible grid
+    weighted = refit_synthesis(vae, x, smooth=0.002, edge_weight=8.0)
+    with torch.no_grad():
+        mse_weighted = float(((vae(x) - x)[..., 8:-8, 8:-8] ** 2).mean())
+    assert weighted.noise_edge_ratio < plain.noise_edge_ratio - 0.1
+    assert weighted.noise_edge_ratio == pytest.approx(noise_edge_ratio(vae))
+    # a uniform smoothness that reaches the same noise edge ratio costs more reconstruction
+    for smooth in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
+        uniform = refit_synthesis(vae, x, smooth=smooth)
+        if uniform.noise_edge_ratio <= weighted.noise_edge_ratio:
+            break
+    else:
+        pytest.fail("no uniform smoothness reached the weighted fit's edge ratio")
+    with torch.no_grad():
+        mse_uniform = float(((vae(x) - x)[..., 8:-8, 8:-8] ** 2).mean())
+    assert mse_weighted < mse_uniform
+
+
+def test_auto_edge_weight_hits_the_target_ratio() -> None:
+    x = _images(8, size=64)
+    vae = _shortcut_vae()
+    init_block_pca(vae, x, smooth=0.0)
+    fit = refit_synthesis(vae, x, smooth=0.002, edge_weight=None, target=1.0)
+    assert 1.0 < fit.edge_weight < 256.0
+    assert fit.noise_edge_ratio == pytest.approx(1.0, abs=0.01)
+    assert noise_edge_ratio(vae) == pytest.approx(fit.noise_edge_ratio)
+    # an easy target needs no extra weight
+    easy = refit_synthesis(vae, x, smooth=0.002, edge_weight=None, target=10.0)
+    assert easy.edge_weight == 1.0
+
+
+def test_refit_refuses_bad_edge_settings() -> None:
+    vae = _shortcut_vae()
+    x = _images(2, size=32)
+    with pytest.raises(ValueError, match="edge_weight must be >= 1"):
+        refit_synthesis(vae, x, edge_weight=0.5)
+    with pytest.raises(ValueError, match="smooth > 0"):
+        refit_synthesis(vae, x, smooth=0.0, edge_weight=None)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipelines.cmd_train_bundled import (
@@ -135,3 +136,27 @@ def test_smoke_run_writes_a_small_fp16_bundle_that_loads_generates_and_resumes(
     skipped = [line.split("]")[0] for line in again.stdout.splitlines() if line.startswith("[") and "skipped" in line]
     assert skipped == ["[preprocess", "[vaes", "[cache", "[backbone", "[bundle"]
     assert "[vaes]\n" not in again.stdout and (out / "bundle.json").read_bytes() == before
+
+    # only the decoders' synthesis is refitted: the backbone and every encoder weight stay the same bytes
+    from safetensors.torch import load_file
+
+    def weights(key: str) -> dict[str, Any]:
+        return load_file(str(out / "vae" / key / "model.safetensors"))
+
+    old = {k: weights(k) for k in ("DEM_DEM", "S2L2A_B01_B09")}
+    backbone_before = (out / "backbone" / "model.safetensors").read_bytes()
+    refit = copgen("cmd_train_bundled", *args, "--refit-synthesis")
+    assert refit.returncode == 0, refit.stdout[-3000:] + refit.stderr[-3000:]
+    assert "refitted 2 VAE(s)" in refit.stdout
+    assert (out / "backbone" / "model.safetensors").read_bytes() == backbone_before
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["data"]["cube_content_hash"] == load_spec(str(work / "train.zarr")).content_hash
+    for key, before_w in old.items():
+        after_w = weights(key)
+        changed = {n for n in before_w if not torch.equal(before_w[n], after_w[n])}
+        assert changed <= {"shortcut_out.weight", "shortcut_out.bias"}, changed
+        assert meta["recipe"]["vaes"][key]["edge_weight"] >= 1.0
+        assert 0 < meta["recipe"]["vaes"][key]["noise_edge_ratio"]
+
+    missing = copgen("cmd_train_bundled", *args[:6], "--work", str(tmp_path / "nowhere"), "--refit-synthesis")
+    assert missing.returncode == 2 and "--until preprocess" in missing.stderr

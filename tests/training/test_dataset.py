@@ -28,6 +28,7 @@ from transforms.dataset import (
     index_samples,
     loader,
     split_of,
+    spread_images,
 )
 from transforms.windows import Window, WindowKey, iter_grid
 
@@ -110,6 +111,19 @@ def test_bad_crops_are_refused(tiny_cube: str, kwargs: dict[str, int]) -> None:
         CubeDataset(tiny_cube, [DEM], split="all", **kwargs)
     with pytest.raises(DatasetError, match="exactly one image modality"):
         CubeDataset(tiny_cube, [S2_60, DEM], split="all", crop=8)
+
+
+def test_spread_images_are_evenly_spaced_whole_samples(tiny_cube: str) -> None:
+    ds = CubeDataset(tiny_cube, [S2_60], split="all")
+    n = len(ds)
+    two = spread_images(ds, S2_60, 2)
+    assert two.shape == (min(2, n), *ds[0][S2_60].shape)
+    torch.testing.assert_close(two[0], ds[0][S2_60])
+    if n >= 2:
+        torch.testing.assert_close(two[1], ds[n // 2][S2_60])
+    assert spread_images(ds, S2_60, 10 * n).shape[0] == n  # never more than the dataset, never repeated
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        spread_images(ds, S2_60, 0)
 
 
 def test_sampler_covers_each_epoch_once_and_resumes_anywhere() -> None:

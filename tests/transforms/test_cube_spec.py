@@ -82,6 +82,19 @@ def test_spec_hash_ignores_url_and_credentials_but_not_content() -> None:
     assert spec(wins, times=(T0, T0 + timedelta(days=1))).spec_hash != a.spec_hash
 
 
+def test_content_hash_ignores_where_the_job_read_and_wrote_but_not_its_settings() -> None:
+    wins = list(iter_grid(32632, range(2), range(2)))
+    job = {"job": "preprocess", "config": {"stac_url": "http://127.0.0.1:60011", "output": "/a/train.zarr",
+                                           "start": "2022-01-01"}}
+    a = spec(wins, attrs=job)
+    moved = spec(wins, attrs={**job, "config": {**job["config"], "stac_url": "http://127.0.0.1:41234",
+                                                 "output": "/b/train.zarr"}})
+    assert moved.content_hash == a.content_hash and moved.spec_hash != a.spec_hash
+    other = spec(wins, attrs={**job, "config": {**job["config"], "start": "2022-02-01"}})
+    assert other.content_hash != a.content_hash
+    assert spec(wins, members=3, attrs=job).content_hash != a.content_hash
+
+
 def test_from_json_round_trips() -> None:
     wins = list(iter_grid(32633, range(7, 9), range(1, 4), overlap_m=480))
     a = spec(wins, times=(T0, T0 + timedelta(days=5)), stats=True, attrs={"run": {"seed": 7}})
