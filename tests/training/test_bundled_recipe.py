@@ -145,9 +145,15 @@ def test_smoke_run_writes_a_small_fp16_bundle_that_loads_generates_and_resumes(
 
     old = {k: weights(k) for k in ("DEM_DEM", "S2L2A_B01_B09")}
     backbone_before = (out / "backbone" / "model.safetensors").read_bytes()
-    refit = copgen("cmd_train_bundled", *args, "--refit-synthesis")
+    same = copgen("cmd_train_bundled", *args, "--decoders-only")  # the bundle has the current settings
+    assert same.returncode == 0 and "0 VAE decoder(s) changed" in same.stdout, same.stdout[-3000:]
+    assert (out / "bundle.json").read_bytes() == before
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["recipe"]["synthesis_refit"]["smooth"] = 0.05  # a bundle refitted with an older setting
+    (out / "bundle.json").write_text(json.dumps(meta))
+    refit = copgen("cmd_train_bundled", *args, "--decoders-only")
     assert refit.returncode == 0, refit.stdout[-3000:] + refit.stderr[-3000:]
-    assert "refitted 2 VAE(s)" in refit.stdout
+    assert "2 VAE decoder(s) changed" in refit.stdout
     assert (out / "backbone" / "model.safetensors").read_bytes() == backbone_before
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["data"]["cube_content_hash"] == load_spec(str(work / "train.zarr")).content_hash
@@ -158,5 +164,5 @@ def test_smoke_run_writes_a_small_fp16_bundle_that_loads_generates_and_resumes(
         assert meta["recipe"]["vaes"][key]["edge_weight"] >= 1.0
         assert 0 < meta["recipe"]["vaes"][key]["noise_edge_ratio"]
 
-    missing = copgen("cmd_train_bundled", *args[:6], "--work", str(tmp_path / "nowhere"), "--refit-synthesis")
+    missing = copgen("cmd_train_bundled", *args[:6], "--work", str(tmp_path / "nowhere"), "--decoders-only")
     assert missing.returncode == 2 and "--until preprocess" in missing.stderr
