@@ -10,7 +10,10 @@ vaes        one tiny VAE per image modality: ``copgen train-vae`` subprocesses, 
             once, niced; steps and batch by pixel size (see :data:`VAE_RECIPE`)
 cache       the latent cache: VAE posterior moments of every sample (``transforms.dataset``)
 backbone    ``copgen train`` from the cache with modality and condition dropout
-bundle      fp16 bundle at ``--out`` (checked <= :data:`MAX_BUNDLE_BYTES`) with ``bundle.json``
+bundle      the decoders' last work (synthesis refit of every shortcut VAE, decoder-only fine-tunes of
+            :data:`DECODER_FINETUNE`), then the fp16 bundle at ``--out`` (checked <=
+            :data:`MAX_BUNDLE_BYTES`) with ``bundle.json``; ``--decoders-only`` redoes the decoder work
+            on a finished bundle in place
 =========== =====================================================================================
 
 Everything but the bundle lives under ``--work``: ``train.zarr``, ``vaes/``, ``latents.safetensors``,
@@ -728,10 +731,10 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _write_bundle(run_dir: Path, out: Path, info: dict[str, Any], cube: Path) -> int:
-    """Refit the VAEs' synthesis, write the fp16 bundle next to ``out``, check its size, then swap it in.
+    """The decoder work (:func:`_apply_decoders`), then the fp16 bundle next to ``out``, size-checked, swapped in.
 
-    Returns the size in bytes; ``info["recipe"]`` gets ``synthesis_refit`` and each VAE's held-out PSNR
-    after the refit (``vaes.<key>.psnr_bundled``).
+    Returns the size in bytes; ``info["recipe"]`` gets ``synthesis_refit``, ``decoder_finetune`` and each
+    changed VAE's held-out PSNR and noise edge ratio (``vaes.<key>.psnr_bundled``, ``.noise_edge_ratio``).
     """
     from copgen_core.checkpoints import load_backbone, load_vae
 
