@@ -627,18 +627,25 @@ class SynthesisFit:
     noise_edge_ratio: float
 
 
-def cell_edge_ratio(images: Tensor, f: int) -> float:
+def grid_ratio(images: Tensor, f: int) -> Tensor:
     """Mean |neighbour difference| across the ``f``-px cell edges over the mean inside cells, pooled.
 
-    ``images`` is (..., H, W); 1.0 = the cell grid does not show, above 1 = visible cell edges.
+    ``images`` is (..., H, W); returns a 0-d tensor, differentiable (a training penalty can use it).
+    1.0 = the cell grid does not show, above 1 = visible cell edges, below 1 = edges flatter than the rest.
     """
-    x = images.detach().double()
-    dy, dx = (x[..., 1:, :] - x[..., :-1, :]).abs(), (x[..., :, 1:] - x[..., :, :-1]).abs()
-    ey = (torch.arange(1, x.shape[-2]) % f == 0)
-    ex = (torch.arange(1, x.shape[-1]) % f == 0)
-    across = (dy[..., ey, :].sum() + dx[..., ex].sum()) / (dy[..., ey, :].numel() + dx[..., ex].numel())
-    inside = (dy[..., ~ey, :].sum() + dx[..., ~ex].sum()) / (dy[..., ~ey, :].numel() + dx[..., ~ex].numel())
-    return float(across / inside)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs()
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs()
+    ey = torch.arange(1, images.shape[-2], device=images.device) % f == 0
+    ex = torch.arange(1, images.shape[-1], device=images.device) % f == 0
+    across = torch.cat([dy[..., ey, :].flatten(), dx[..., ex].flatten()]).mean()
+    inside = torch.cat([dy[..., ~ey, :].flatten(), dx[..., ~ex].flatten()]).mean()
+    return across / inside.clamp_min(1e-12)
+
+
+def cell_edge_ratio(images: Tensor, f: int) -> float:
+    """:func:`grid_ratio` as a float, computed in float64 without gradient."""
+    with torch.no_grad():
+        return float(grid_ratio(images.detach().double(), f))
 
 
 def noise_edge_ratio(vae: KLVAE, *, samples: int = 8, cells: int = 12, seed: int = 0) -> float:
