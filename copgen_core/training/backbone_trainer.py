@@ -28,6 +28,7 @@ resumed run draws exactly the numbers the uninterrupted one would have.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -85,6 +86,21 @@ class BackboneTrainConfig:
         modality's ε-MSE is weighted by ``min(SNR_n, γ) / SNR_n`` with ``SNR_n = abar_n / (1 - abar_n)``,
         which stops the many nearly clean steps from dominating the gradient; None (official) weighs
         every step 1.
+    timestep_shift:
+        Shift of the training-step distribution toward noise (not in the official recipe): ``u ~ U(0, 1)``
+        becomes ``t = s u / (1 + (s - 1) u)`` and ``n = ceil(N t)``, so 1 (official) is uniform on
+        ``1..N`` and ``s > 1`` trains more on high noise, where a latent with strong spatial correlation
+        still shows its low frequencies at ``n = N`` and generation decides its large-scale structure
+        (the resolution shift of Esser et al., 2024).
+    terminal_noise:
+        Probability per noised (sample, modality) in the loss of a *pure-noise* draw instead (not in the
+        official recipe): input ``x = eps`` at ``n = N`` with the target ``(eps - sqrt(abar_N) z) / sqrt(1 -
+        abar_N)``, so the x0 estimate learned there is the mean of ``z`` given the rest, which is what the
+        sampler's first step needs: it starts from pure noise, while at ``n = N`` the schedule leaves
+        ``sqrt(abar_N) = 0.068`` of the latent, enough for a backbone to read the low frequencies of a
+        strongly correlated latent from ``x_N`` instead of learning to generate them (Lin et al., 2024).
+        Such a draw keeps the step's usual loss weight, so it teaches much only a v-prediction backbone
+        (weight ``1 / abar_N``: the loss is the x0 error); an ε one weighs the x0 error by ``abar_N / (1 - abar_N)``.
     seed:
         Run seed of every random draw.
 
@@ -110,6 +126,8 @@ class BackboneTrainConfig:
     task_fraction: float = 0.0
     task_targets: tuple[str, ...] = ()
     task_conditions: tuple[tuple[str, ...], ...] = ()
+    timestep_shift: float = 1.0
+    terminal_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -134,6 +152,10 @@ class BackboneTrainConfig:
                                  "generated or given")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive (or None), got {self.min_snr_gamma}")
+        if not (self.timestep_shift > 0 and math.isfinite(self.timestep_shift)):
+            raise ValueError(f"timestep_shift must be a positive number (1 = uniform steps), got {self.timestep_shift}")
+        if not 0.0 <= self.terminal_noise <= 1.0:
+            raise ValueError(f"terminal_noise must be a probability, got {self.terminal_noise}")
         self.schedule()
 
     def schedule(self) -> LRSchedule:
@@ -143,6 +165,15 @@ class BackboneTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for states and provenance)."""
         return asdict(self)
+
+
+def shifted_steps(u: Tensor, shift: float, num_steps: int) -> Tensor:
+    """Training steps from uniform draws ``u`` in [0, 1): ``ceil(N s u / (1 + (s - 1) u))``, clamped to ``1..N``.
+
+    ``shift`` 1 gives uniform steps; 3 puts half of the draws above ``n = 0.75 N``. Returns int64, shape of ``u``.
+    """
+    t = shift * u / (1.0 + (shift - 1.0) * u)
+    return torch.ceil(t * num_steps).long().clamp(1, num_steps)
 
 
 def sample_posterior(moments: Tensor, scale_factor: float, eps: Tensor) -> Tensor:
@@ -276,7 +307,7 @@ class BackboneTrainer:
             raise ValueError(f"task sampling needs one latent per modality ({len(self.modalities)}), got {len(z)}")
         for i, zm in enumerate(z):
             b = zm.shape[0]
-            n = self.schedule.sample_steps(b, generator=gen, device=self.device)
+            n = self._sample_steps(b, gen)
             eps = torch.randn(zm.shape, generator=gen, device=self.device)
             u = torch.rand((b,), generator=gen, device=self.device)
             drop, cond = u < p, (u >= p) & (u < p + q)
@@ -287,18 +318,46 @@ class BackboneTrainer:
             w = (~(drop | cond)).float() * self._snr_weight(n)
             if tasks is not None:
                 x, n, w = self._apply_task(self.modalities[i].key, zm, eps, x, n, w, *tasks)
+            target = eps
+            if dropout and self.config.terminal_noise > 0:
+                x, n, target, w = self._terminal_draw(zm, eps, x, n, w, gen)
             xs.append(x)
             ts.append(n.float())
-            epss.append(eps)
+            epss.append(target)
             ws.append(w)
         return xs, ts, epss, torch.stack(ws, dim=1)
+
+    def _terminal_draw(self, zm: Tensor, eps: Tensor, x: Tensor, n: Tensor, w: Tensor,
+                       gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Turn a ``terminal_noise`` share of the noised draws in the loss into pure-noise draws at ``n = N``.
+
+        Returns the new (input, step, ε target, weight); the target of a pure-noise draw is
+        ``(eps - sqrt(abar_N) z) / sqrt(1 - abar_N)``, the ε that makes the sampler's x0 estimate ``z``.
+        """
+        top = self.schedule.num_steps
+        pick = (torch.rand(n.shape, generator=gen, device=self.device) < self.config.terminal_noise) & (w > 0)
+        abar = float(self.schedule.alphas_cumprod[top])
+        view = (-1,) + (1,) * (zm.ndim - 1)
+        terminal = ((eps - abar ** 0.5 * zm) / (1.0 - abar) ** 0.5).to(eps.dtype)
+        x = torch.where(pick.view(view), eps.to(x.dtype), x)
+        target = torch.where(pick.view(view), terminal, eps)
+        n_top = torch.full_like(n, top)
+        w = torch.where(pick, self._snr_weight(n_top), w)
+        return x, torch.where(pick, n_top, n), target, w
 
     def _draw_tasks(self, b: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Per sample: whether it is a task sample, which condition set, and the targets' shared step."""
         task = torch.rand((b,), generator=gen, device=self.device) < self.config.task_fraction
         choice = torch.randint(len(self.config.task_conditions), (b,), generator=gen, device=self.device)
-        n = self.schedule.sample_steps(b, generator=gen, device=self.device)
+        n = self._sample_steps(b, gen)
         return task, choice, n
+
+    def _sample_steps(self, b: int, gen: torch.Generator) -> Tensor:
+        """(b,) int64 training steps in ``1..N``: uniform, or shifted toward noise (``timestep_shift``)."""
+        shift = self.config.timestep_shift
+        if shift == 1.0:
+            return self.schedule.sample_steps(b, generator=gen, device=self.device)
+        return shifted_steps(torch.rand((b,), generator=gen, device=self.device), shift, self.schedule.num_steps)
 
     def _apply_task(self, key: str, zm: Tensor, eps: Tensor, x: Tensor, n: Tensor, w: Tensor, task: Tensor,
                     choice: Tensor, n_task: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,7 +12,12 @@ from copgen_core.backbone import CopgenBackbone
 from copgen_core.modalities import resolve
 from copgen_core.presets import backbone_preset, vae_preset
 from copgen_core.schedule import copgen_schedule
-from copgen_core.training.backbone_trainer import BackboneTrainConfig, BackboneTrainer, sample_posterior
+from copgen_core.training.backbone_trainer import (
+    BackboneTrainConfig,
+    BackboneTrainer,
+    sample_posterior,
+    shifted_steps,
+)
 from copgen_core.training.loop import run_loop
 from copgen_core.training.losses import diffusion_loss
 from copgen_core.training.state import load_state
@@ -81,6 +86,48 @@ def test_min_snr_weighting_down_weights_only_the_nearly_clean_steps() -> None:
     assert torch.equal(t[0], t_plain[0])
     with pytest.raises(ValueError, match="min_snr_gamma"):
         BackboneTrainConfig(min_snr_gamma=0.0)
+
+
+def test_timestep_shift_moves_the_training_steps_toward_noise() -> None:
+    u = torch.linspace(0.0, 0.999, 1000)
+    assert torch.equal(shifted_steps(u, 1.0, 1000), torch.ceil(u * 1000).long().clamp(1, 1000))
+    assert int(shifted_steps(torch.tensor([0.5]), 3.0, 1000)) == 750
+    z = [torch.randn(4000, 1, 1, 3)]
+    _, t_plain, _, _ = _trainer().noised_inputs(z, torch.Generator().manual_seed(0))
+    _, t_shift, _, w = _trainer(BackboneTrainConfig(timestep_shift=3.0)).noised_inputs(z, torch.Generator().manual_seed(0))
+    assert 0.45 < (t_plain[0] > 750).float().mean() * 2 < 0.55  # uniform: a quarter above 750
+    assert 0.46 < (t_shift[0] > 750).float().mean() < 0.54     # shift 3: half above 750
+    assert t_shift[0].min() >= 1 and t_shift[0].max() <= 1000 and bool((w == 1).all())
+    with pytest.raises(ValueError, match="timestep_shift"):
+        BackboneTrainConfig(timestep_shift=0.0)
+
+
+def test_terminal_noise_draws_are_pure_noise_whose_target_makes_the_x0_estimate_the_latent() -> None:
+    b = 4000
+    z = [torch.randn(b, 1, 1, 3) + 10.0]
+    trainer = _trainer(BackboneTrainConfig(terminal_noise=0.2, condition_dropout=0.1))
+    x, t, target, w = trainer.noised_inputs(z, torch.Generator().manual_seed(0))
+    schedule = copgen_schedule()
+    top = (t[0] == 1000) & (w[:, 0] > 0)
+    assert 0.15 < top.float().mean() < 0.22  # 20 % of the 90 % noised draws (+ the rare uniform draw of 1000)
+    abar = float(schedule.alphas_cumprod[1000])
+    # the sampler's x0 estimate from the input and the target is the clean latent
+    x0 = (x[0][top] - (1 - abar) ** 0.5 * target[0][top]) / abar ** 0.5
+    assert torch.allclose(x0, z[0][top], atol=1e-3)
+    # the input is pure noise, nothing of the latent (a normal draw's mean would be sqrt(abar) * 10 = 0.68);
+    # the target carries it instead
+    assert abs(float(x[0][top].mean())) < 0.1
+    assert abs(float(target[0][top].mean()) + 10 * abar ** 0.5 / (1 - abar) ** 0.5) < 0.1
+    # the usual weight of step 1000 (1 for this ε-prediction backbone; 1 / abar, the v-loss, for a v one)
+    assert bool((w[top, 0] == 1).all())
+    clean = t[0] == 0
+    assert bool((w[clean, 0] == 0).all()) and torch.equal(x[0][clean], z[0][clean])
+    # no dropout (evaluation): never a terminal draw
+    _, _, target_eval, _ = trainer.noised_inputs(z, torch.Generator().manual_seed(0), dropout=False)
+    x_eval, t_eval, _, _ = trainer.noised_inputs(z, torch.Generator().manual_seed(0), dropout=False)
+    assert torch.allclose(x_eval[0], schedule.add_noise(z[0], target_eval[0], t_eval[0].long()))
+    with pytest.raises(ValueError, match="terminal_noise"):
+        BackboneTrainConfig(terminal_noise=1.5)
 
 
 def test_task_sampling_generates_targets_from_one_condition_set_and_marginalises_the_rest() -> None:
