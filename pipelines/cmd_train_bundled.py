@@ -97,6 +97,12 @@ VAE_SHORTCUT = True
 """Every VAE gets the linear shortcut started from data (``train-vae --shortcut``: block-PCA analysis,
 least-squares lapped synthesis, :func:`copgen_core.vae.init_block_pca`). The previous recipe's S2 L2A
 10 m VAE scored 18.8 dB on the held-out windows; this start alone scores 26-27 dB (docs/training.md)."""
+LATENT_STD = 0.5
+"""Std of the scaled latents the backbone sees (``train-vae --latent-std``; official 1). The shortcut VAEs'
+first latent channels are block means, spatially smooth (neighbour correlation 0.93), so at unit std the
+schedule's last step (``sqrt(abar) = 0.068``) still shows a window's large-scale structure; a backbone then
+learns to read it from the noise instead of generating it, and samples from pure noise come out as white
+latent texture. Half the std lowers that signal four-fold (docs/training.md, *Latent scale*)."""
 VAE_LR = 1e-3
 """Peak learning rate of the VAEs: a short run needs more than the tiny preset's 1e-4."""
 VAE_FINETUNE_LR = 3e-4
@@ -121,6 +127,11 @@ ATTENTION_SCALE = 0.3
 """Attention starts as the official random one: ``mimetic`` (with a 2.0 position code) did not help in
 300-step trials, it raised the loss (docs/model-card.md)."""
 MIN_SNR_GAMMA: float | None = None
+TIMESTEP_SHIFT = 1.0
+"""Training steps drawn uniformly (``copgen train --timestep-shift``; 3 helped less than LATENT_STD 0.5 in
+1,000-step trials, docs/training.md)."""
+TERMINAL_NOISE = 0.0
+"""No pure-noise draws at n = 1000 (``--terminal-noise``; 0.1 changed little in a 1,000-step trial)."""
 MODALITY_DROPOUT = 0.25
 CONDITION_DROPOUT = 0.35
 """Per (sample, modality): marginalised (noise at t=1000) or given clean (t=0), as inference does."""
@@ -342,10 +353,12 @@ class WorkPaths:
     """Where the recipe keeps its intermediate results under ``--work``."""
 
     work: Path
+    cube_path: Path | None = None
+    """The training cube when it lives elsewhere (``--backbone-only`` works in a subfolder of ``--work``)."""
 
     @property
     def cube(self) -> Path:
-        return self.work / "train.zarr"
+        return self.cube_path if self.cube_path is not None else self.work / "train.zarr"
 
     @property
     def vaes(self) -> Path:
@@ -367,7 +380,7 @@ class WorkPaths:
 def _vae_state(run_dir: Path, phase: VAEPhase, spec_hash: str) -> str:
     """'done', 'resume' (an interrupted run) or 'fresh' for one VAE run directory.
 
-    A finished run with other steps, batch, crop or shortcut, or trained on another cube, is deleted: the VAE
+    A finished run with other steps, batch, crop, shortcut or latent std, or trained on another cube, is deleted: the VAE
     learning rate decays over the run's length, so a run cannot be extended to another length.
     """
     info_path = run_dir / "training.json"
@@ -376,8 +389,9 @@ def _vae_state(run_dir: Path, phase: VAEPhase, spec_hash: str) -> str:
         data = info.get("data", {})
         same_cube = data.get("cube_spec_hash") == spec_hash
         shortcut = bool((data.get("architecture") or {}).get("shortcut", False))
-        if same_cube and (int(info.get("steps", -1)), data.get("batch_size"), data.get("crop"), shortcut) == (
-                phase.steps, phase.batch_size, phase.crop, VAE_SHORTCUT):
+        latent_std = float(info.get("latent_std", 1.0))
+        if same_cube and (int(info.get("steps", -1)), data.get("batch_size"), data.get("crop"), shortcut,
+                          latent_std) == (phase.steps, phase.batch_size, phase.crop, VAE_SHORTCUT, LATENT_STD):
             return "done"
         click.echo(f"  {run_dir} was trained {'with other settings' if same_cube else 'on another cube'}; deleting "
                    "it to train again")
@@ -411,7 +425,7 @@ def _run_vae_job(job: VAEJob, *, paths: WorkPaths, seed: int, threads: int, spec
         args = ["train-vae", "--cube", str(paths.cube), "--modality", job.key, "--preset", "tiny",
                 "--steps", str(phase.steps), "--batch-size", str(phase.batch_size), "--out", str(out),
                 "--seed", str(seed), "--lr", str(VAE_LR if index == 0 else VAE_FINETUNE_LR), "--lr-decay", "poly",
-                "--log-every", "25"]
+                "--log-every", "25", "--latent-std", str(LATENT_STD)]
         if phase.crop is not None:
             args += ["--crop", str(phase.crop)]
         if VAE_SHORTCUT:
@@ -473,7 +487,7 @@ def _vae_summary(run_dir: Path) -> dict[str, Any]:
             "psnr": evaluation.get("psnr"), "scale_factor": info.get("scale_factor")}
 
 
-def _build_cache(paths: WorkPaths, modalities: Sequence[str], batch_size: int) -> int:
+def build_cache(paths: WorkPaths, modalities: Sequence[str], batch_size: int) -> int:
     """Encode every sample complete in all ``modalities`` once (``copgen train`` then finds the file).
 
     A cache left by other VAE weights or another cube is deleted and encoded again. Returns the sample count.
@@ -536,6 +550,10 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
             "--attention-init", ATTENTION_INIT, "--attention-scale", str(ATTENTION_SCALE)]
     if MIN_SNR_GAMMA is not None:
         args += ["--min-snr-gamma", str(MIN_SNR_GAMMA)]
+    if TIMESTEP_SHIFT != 1.0:
+        args += ["--timestep-shift", str(TIMESTEP_SHIFT)]
+    if TERMINAL_NOISE:
+        args += ["--terminal-noise", str(TERMINAL_NOISE)]
     args += ["--prediction", PREDICTION, "--max-grid", str(MAX_GRID), "--ground-heads", str(GROUND_HEADS), "--ground-sigma", str(GROUND_SIGMA),
              "--adam-betas", ADAM_BETAS]
     have = {*modalities, "3d_cartesian_lat_lon", "mean_timestamps"}
@@ -551,7 +569,7 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
     return args
 
 
-def _train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any], *, steps: int, batch_size: int,
+def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any], *, steps: int, batch_size: int,
                     seed: int, modalities: Sequence[str]) -> dict[str, Any]:
     """``copgen train`` from the latent cache; resumes an interrupted run of the same identity (latents,
     settings, steps, batch, seed), else starts over."""
@@ -595,15 +613,7 @@ def _bundle_info(*, world_id: dict[str, Any], spec_hash: str, paths: WorkPaths, 
     """The bundle's ``bundle.json`` provenance: command, seed, steps, data identity, time per stage."""
     from pipelines.cmd_train import provenance
 
-    config = {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
-              "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
-              "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT,
-              "position_scale": POSITION_SCALE, "attention_init": ATTENTION_INIT, "attention_scale": ATTENTION_SCALE,
-              "min_snr_gamma": MIN_SNR_GAMMA, "vae_finetune_lr": VAE_FINETUNE_LR,
-              "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
-              "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "prediction": PREDICTION, "max_grid": MAX_GRID,
-              "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
-              "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
+    config = recipe_config(batch_size, jobs)
     from transforms.cube import load_spec
 
     data = {"world": world_id, "cube": str(paths.cube), "cube_spec_hash": spec_hash,
@@ -634,11 +644,11 @@ def _write_bundle(run_dir: Path, out: Path, info: dict[str, Any], cube: Path) ->
     backbone = load_backbone(run_dir / "backbone")
     vaes = {k: load_vae(run_dir / "vae" / k, k) for k in sorted(p.name for p in (run_dir / "vae").iterdir())}
     apply_decoders(vaes, cube, info)
-    _save_checked(out, backbone, vaes, info)
+    save_checked(out, backbone, vaes, info)
     return _dir_bytes(out)
 
 
-def _save_checked(out: Path, backbone: Any, vaes: dict[str, Any], info: dict[str, Any]) -> None:
+def save_checked(out: Path, backbone: Any, vaes: dict[str, Any], info: dict[str, Any]) -> None:
     """Write the fp16 bundle next to ``out``, check its size, record it, then swap it in (atomic rename)."""
     import torch
 
@@ -660,53 +670,18 @@ def _save_checked(out: Path, backbone: Any, vaes: dict[str, Any], info: dict[str
     os.replace(tmp, out)
 
 
-def redo_decoders(out: Path, cube: Path) -> dict[str, dict[str, float]]:
-    """Redo the bundle stage's decoder work on the bundle at ``out``, in place, with the current settings.
-
-    The decoder fine-tunes of :data:`pipelines.bundle_decoders.DECODER_FINETUNE` that ``bundle.json`` does not record yet run
-    on the bundle's decoders, then every shortcut VAE's synthesis is refitted. Only decoders change (fp16
-    weights are loaded to fp32 and written back as fp16): the encoders, hence the backbone's latent
-    space, are the same bytes. ``cube`` must be the
-    training cube the bundle was trained on: its :attr:`~transforms.cube_spec.CubeSpec.content_hash` is
-    checked against ``bundle.json`` (bundles from before that hash: the count of complete training samples).
-
-    Raises
-    ------
-    click.ClickException
-        If ``out`` is not a bundle of this recipe, or ``cube`` is another cube.
-    """
-    from copgen_core.bundle import BUNDLE_FILE
-    from copgen_core.checkpoints import load_backbone, load_vae
-    from transforms.cube import load_spec
-    from transforms.dataset import CubeDataset
-
-    meta_path = out / BUNDLE_FILE
-    info = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if not info.get("recipe"):
-        raise click.ClickException(f"{out} is not a bundle written by train-bundled; nothing to refit")
-    data = info.setdefault("data", {})
-    spec = load_spec(str(cube))
-    want = data.get("cube_content_hash")
-    if want is not None and want != spec.content_hash:
-        raise click.ClickException(f"{cube} is not the cube {out} was trained on (content hash "
-                                   f"{spec.content_hash[:12]}..., bundle {str(want)[:12]}...); run `copgen "
-                                   "train-bundled --until preprocess` with the bundle's world first")
-    if want is None:  # bundles written before content hashes: the windows are the check
-        samples = len(CubeDataset(str(cube), IMAGE_KEYS, split="all"))
-        if data.get("samples") is not None and samples != int(data["samples"]):
-            raise click.ClickException(f"{cube} has {samples} complete training samples, the bundle was trained on "
-                                       f"{data['samples']}: not its cube; run `copgen train-bundled --until "
-                                       "preprocess` with the bundle's world first")
-        data["cube_content_hash"] = spec.content_hash
-    backbone = load_backbone(out / "backbone")
-    vaes = {k: load_vae(out / "vae" / k, k) for k in sorted(p.name for p in (out / "vae").iterdir())}
-    changed = apply_decoders(vaes, cube, info)
-    if not changed:
-        return {}
-    for key in ("size_bytes", "backbone_sha256"):
-        info.pop(key, None)
-    _save_checked(out, backbone, vaes, info)
-    return {k: info["recipe"]["vaes"][k] for k in changed}
+def recipe_config(batch_size: int, jobs: int) -> dict[str, Any]:
+    """The recipe settings ``bundle.json`` records under ``config``."""
+    return {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
+            "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
+            "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT,
+            "position_scale": POSITION_SCALE, "attention_init": ATTENTION_INIT, "attention_scale": ATTENTION_SCALE,
+            "min_snr_gamma": MIN_SNR_GAMMA, "vae_finetune_lr": VAE_FINETUNE_LR, "latent_std": LATENT_STD,
+            "timestep_shift": TIMESTEP_SHIFT, "terminal_noise": TERMINAL_NOISE,
+            "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
+            "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "prediction": PREDICTION,
+            "max_grid": MAX_GRID, "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
+            "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
 
 
 def _check_out(out: Path) -> None:
@@ -769,9 +744,13 @@ def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Call
               help="only redo the bundle stage's decoder work on the bundle at --out, in place, with the recipe's "
                    "current settings: the decoder fine-tunes it lacks, then the synthesis refit (encoders and backbone "
                    "unchanged; needs the training cube under --work: run --until preprocess first).")
+@click.option("--backbone-only", "backbone_only", is_flag=True,
+              help="only train the backbone of the bundle at --out again, in place, with the recipe's current backbone "
+                   "settings and latent std (its VAEs keep their weights; needs the training cube under --work: run "
+                   "--until preprocess first).")
 def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | None, vae_batch_size: int | None,
             backbone_steps: int, batch_size: int, seed: int, jobs: int, stac_url: str | None, modalities: str | None,
-            until: str, decoders_only: bool) -> None:
+            until: str, decoders_only: bool, backbone_only: bool) -> None:
     """Train the bundled model end to end: world -> cube -> 10 VAEs -> backbone -> fp16 bundle.
 
     \b
@@ -779,6 +758,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
       copgen train-bundled                       # writes models/bundled
       copgen train-bundled --preset small --vae-steps 2 --backbone-steps 2 --out /tmp/b   # smoke run
       copgen train-bundled --decoders-only       # new decoder settings for models/bundled, no retraining
+      copgen train-bundled --backbone-only       # new backbone settings for models/bundled, same VAE weights
 
     A rerun skips every finished stage (recorded in <work>/recipe.json) and resumes interrupted
     trainings from their checkpoints. Exit codes: 0 done; 1 a stage failed; 2 bad input.
@@ -787,6 +767,20 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     keys = _image_modalities(modalities)
     out, world, work = out.resolve(), world.resolve(), work.resolve()
     _check_out(out)
+    if decoders_only and backbone_only:
+        raise BadInput("give --decoders-only or --backbone-only, not both")
+    from pipelines.bundle_redo import redo_backbone, redo_decoders
+
+    if backbone_only:
+        cube = WorkPaths(work).cube
+        if not cube.is_dir():
+            raise BadInput(f"--backbone-only needs the training cube {cube}; run `copgen train-bundled --until "
+                           "preprocess` (same --world/--work) first")
+        click.echo(f"[backbone] the backbone of {out}, trained again on {cube} ({backbone_steps} steps)")
+        record = redo_backbone(out, work, steps=backbone_steps, batch_size=batch_size, seed=seed)
+        click.echo("the bundle already has the current backbone settings" if record is None else
+                   f"new backbone in {out} ({_fmt_s(time.perf_counter() - t_start)})")
+        return
     if decoders_only:
         cube = WorkPaths(work).cube
         if not cube.is_dir():
@@ -859,7 +853,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
 
     cache_id = {"vaes": vae_id}
     cache_record = _run_stage("cache", recipe, cache_id,
-                              lambda: {"samples": _build_cache(paths, keys, batch_size)}, seconds,
+                              lambda: {"samples": build_cache(paths, keys, batch_size)}, seconds,
                               present=paths.cache.is_file())
     if until == "cache":
         return _stopped("cache")
@@ -867,7 +861,7 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     backbone_id = {"cache": cache_id, "steps": backbone_steps, "batch_size": batch_size, "seed": seed,
                    "settings": backbone_arguments(backbone_steps, keys)}
     _run_stage("backbone", recipe, backbone_id,
-               lambda: _train_backbone(paths, recipe, backbone_id, steps=backbone_steps, batch_size=batch_size,
+               lambda: train_backbone(paths, recipe, backbone_id, steps=backbone_steps, batch_size=batch_size,
                                        seed=seed, modalities=keys),
                seconds, present=(paths.run / "bundle.json").is_file())
     if until == "backbone":

@@ -79,13 +79,18 @@ def _scale_choice(text: str) -> str | float:
                    "whitened block PCA of the training windows: training starts from the best linear 8x8 block "
                    "code and learns what it misses.")
 @click.option("--scale-factor", "scale_factor", default="auto", show_default=True,
-              help="latent scale: 'auto' (1/std of sampled latents), 'official' (registry) or a number.")
+              help="latent scale: 'auto' (--latent-std / std of sampled latents), 'official' (registry) or a number.")
+@click.option("--latent-std", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+              help="the std of the scaled latents the backbone sees with '--scale-factor auto' (1 is the official "
+                   "choice; below 1 the diffusion schedule reaches a lower signal-to-noise ratio at n = 1000, which a "
+                   "latent with strong spatial correlation needs).")
 def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed: int, resume: bool,
             lr: float | None, warmup_steps: int | None, grad_accum: int, grad_clip: float | None, precision: str,
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, modality: str, lr_decay: str, min_lr: float,
             kl_weight: float, learned_logvar: bool, no_flip: bool, crop: int | None, ema_decay: float, ema_every: int,
-            ema_start: int, ema_power: float, init_from: Path | None, shortcut: bool, scale_factor: str) -> None:
+            ema_start: int, ema_power: float, init_from: Path | None, shortcut: bool, scale_factor: str,
+            latent_std: float) -> None:
     """Train the VAE of one modality; writes <out>/<modality key>/ with the EMA weights.
 
     \b
@@ -191,8 +196,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
     if scale == "auto":
         unflipped = CubeDataset(cube, [mod.key], storage_options=so, split="train", val_fraction=val_fraction,
                                 split_seed=split_seed)
-        scale = trainer.latent_scale(b[mod.key] for b in eval_batches(unflipped, batch_size,
-                                                                       max_batches=SCALE_BATCHES, workers=workers))
+        scale = latent_std * trainer.latent_scale(b[mod.key] for b in eval_batches(
+            unflipped, batch_size, max_batches=SCALE_BATCHES, workers=workers))
     elif scale == "official":
         scale = mod.scale_factor
     if distributed.is_main():
@@ -201,7 +206,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         save_vae(ema, run_dir, mod.key, overwrite=True)
         info = provenance("vae", seed=seed, steps=trainer.step, config=config.to_dict(),
                           data={**identity, "cube": cube}, history=trainer.history, evaluation=evaluation,
-                          extra={"modality": mod.key, "scale_factor": float(scale)})
+                          extra={"modality": mod.key, "scale_factor": float(scale), "latent_std": latent_std})
         (run_dir / "training.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         if evaluation is not None:
             click.echo(f"validation PSNR (EMA, posterior mean) {evaluation['psnr']:.2f} dB over "

@@ -166,3 +166,31 @@ def test_smoke_run_writes_a_small_fp16_bundle_that_loads_generates_and_resumes(
 
     missing = copgen("cmd_train_bundled", *args[:6], "--work", str(tmp_path / "nowhere"), "--decoders-only")
     assert missing.returncode == 2 and "--until preprocess" in missing.stderr
+
+    # --backbone-only: a new backbone from the same VAE weights, whose scale factors move to LATENT_STD
+    from pipelines.cmd_train_bundled import LATENT_STD
+
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["config"]["latent_std"] = 1.0  # a bundle of the recipe before LATENT_STD
+    (out / "bundle.json").write_text(json.dumps(meta))
+    scales = {k: json.loads((out / "vae" / k / "config.json").read_text())["scale_factor"] for k in old}
+    vae_weights = {k: weights(k) for k in old}
+    redo = copgen("cmd_train_bundled", *args, "--backbone-steps", "3", "--backbone-only")
+    assert redo.returncode == 0, redo.stdout[-3000:] + redo.stderr[-3000:]
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["steps"] == 3 and meta["config"]["latent_std"] == LATENT_STD
+    assert meta["recipe"]["backbone_only"]["identity"]["steps"] == 3
+    assert meta["recipe"]["backbone_training"]["steps"] == 3
+    assert (out / "backbone" / "model.safetensors").read_bytes() != backbone_before
+    for key, before_w in vae_weights.items():
+        assert all(torch.equal(before_w[n], w) for n, w in weights(key).items())
+        scale = json.loads((out / "vae" / key / "config.json").read_text())["scale_factor"]
+        assert scale == pytest.approx(scales[key] * LATENT_STD)
+    model = load_model(str(out))
+    assert model.vae("DEM_DEM").scale_factor == pytest.approx(scales["DEM_DEM"] * LATENT_STD)
+    after = (out / "bundle.json").read_bytes()
+    again = copgen("cmd_train_bundled", *args, "--backbone-steps", "3", "--backbone-only")
+    assert again.returncode == 0 and "already has the current backbone settings" in again.stdout
+    assert (out / "bundle.json").read_bytes() == after
+    both = copgen("cmd_train_bundled", *args, "--backbone-only", "--decoders-only")
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -67,6 +67,21 @@ def test_train_vae_writes_a_loadable_vae_with_provenance(vae_dir: Path) -> None:
     assert (state["data"]["micro_batches"], state["data"]["epoch"], state["data"]["epoch_offset"]) == (2, 0, 4)
 
 
+def test_latent_std_scales_the_auto_scale_factor(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    # the fixture's s2l2a_60m run again with --latent-std 0.5: same weights, half the scale factor
+    result = invoke(train_vae, ["--cube", tiny_cube, "--modality", "s2l2a_60m", "--steps", "2", "--batch-size", "2",
+                                "--out", str(tmp_path), "--val-fraction", "0.3", "--val-batches", "1",
+                                "--checkpoint-every", "2", "--latent-std", "0.5"])
+    assert result.exit_code == 0, result.output
+    full, half = load_vae(vae_dir / S2_60, S2_60), load_vae(tmp_path / S2_60, S2_60)
+    assert half.scale_factor == pytest.approx(0.5 * full.scale_factor, rel=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), half.state_dict().values(), strict=True))
+    info = json.loads((tmp_path / S2_60 / "training.json").read_text())
+    assert info["latent_std"] == 0.5
+    assert invoke(train_vae, ["--cube", tiny_cube, "--modality", "dem", "--steps", "1", "--out", str(tmp_path / "x"),
+                              "--latent-std", "0"]).exit_code == 2
+
+
 def test_train_vae_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
     base = ["--cube", tiny_cube, "--steps", "1", "--out"]
     assert invoke(train_vae, [*base, str(tmp_path), "--modality", "latlon"]).exit_code == 2
