@@ -572,11 +572,20 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
 def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any], *, steps: int, batch_size: int,
                     seed: int, modalities: Sequence[str]) -> dict[str, Any]:
     """``copgen train`` from the latent cache; resumes an interrupted run of the same identity (latents,
-    settings, steps, batch, seed), else starts over."""
+    settings, batch, seed), else starts over.
+
+    A run of the same identity but another step count is kept when its last checkpoint is at or before
+    ``steps``: the learning rate is constant after the warm-up and resume is exact, so a run stopped at
+    step ``k`` *is* the ``k``-step run, and continuing it to ``steps`` is the ``steps``-step run.
+    """
     started = recipe.stages.get("backbone-started", {}).get("identity")
     if paths.run.exists() and started != backbone_id:
-        click.echo(f"  {paths.run} was trained on other latents or settings; deleting it to train again")
-        shutil.rmtree(paths.run)
+        reached = _checkpoint_step(paths.run)
+        if not (_same_but_steps(started, backbone_id) and reached is not None and reached <= steps):
+            click.echo(f"  {paths.run} was trained on other latents or settings; deleting it to train again")
+            shutil.rmtree(paths.run)
+        else:
+            click.echo(f"  continuing {paths.run} from its checkpoint at step {reached} to {steps} steps")
     recipe.record("backbone-started", backbone_id, 0.0)
     info_path = paths.run / "bundle.json"
     if info_path.is_file() and int(json.loads(info_path.read_text()).get("steps", -1)) == steps:
@@ -592,6 +601,21 @@ def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any]
         raise click.ClickException(f"backbone training failed (exit {rc}); see {paths.logs / 'backbone.log'}, fix the "
                                    "cause and rerun train-bundled (it resumes from the last checkpoint)")
     return {}
+
+
+def _same_but_steps(started: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether two backbone identities differ at most in their step count (both past the warm-up)."""
+    if started is None or min(int(started.get("steps", 0)), int(wanted["steps"])) < BACKBONE_WARMUP:
+        return False
+    return {k: v for k, v in started.items() if k != "steps"} == {k: v for k, v in wanted.items() if k != "steps"}
+
+
+def _checkpoint_step(run: Path) -> int | None:
+    """Step of the training state saved in ``run`` (None without one)."""
+    from copgen_core.training.state import load_state
+
+    path = run / "train_state.pt"
+    return int(load_state(path)["opt"]["step"]) if path.is_file() else None
 
 
 def _bundle_current(out: Path, training: dict[str, Any]) -> bool:

@@ -62,6 +62,20 @@ def test_default_recipe_is_planned_to_fit_an_hour_on_the_development_cpu() -> No
     assert set(sorted(plan, key=lambda k: plan[k])[-2:]) == {"vaes", "backbone"}  # training dominates
 
 
+def test_a_backbone_run_is_continued_only_when_it_differs_in_step_count() -> None:
+    from pipelines.cmd_train_bundled import _same_but_steps, backbone_arguments
+
+    def identity(steps: int, **extra: Any) -> dict[str, Any]:
+        return {"cache": {"vaes": "x"}, "steps": steps, "batch_size": 8, "seed": 0,
+                "settings": backbone_arguments(steps), **extra}
+
+    assert _same_but_steps(identity(2000), identity(1000))
+    assert _same_but_steps(identity(1000), identity(4000))
+    assert not _same_but_steps(identity(2000), identity(1000, seed=1))
+    assert not _same_but_steps(identity(2000), identity(50))  # inside the warm-up: another schedule
+    assert not _same_but_steps(None, identity(1000))
+
+
 def test_vae_budget_follows_pixel_size_and_flags_override_it() -> None:
     jobs = vae_jobs(IMAGE_KEYS, None, None)
     assert len(jobs) == 10
