@@ -49,6 +49,8 @@ class EvaluateConfig(JobConfig):
     model: str = Field("bundled", description="'bundled', a bundle directory, a converted checkpoint or 'random:tiny'")
     members: int = Field(4, ge=1, le=256, description="ensemble members per sample")
     steps: int = Field(20, ge=1, le=1000, description="solver steps (NFE)")
+    guidance: float = Field(1.0, ge=0.0, le=20.0, description="classifier-free guidance weight of the conditional "
+                            "experiments (1 = none, the official sampler)")
     seed: int = Field(0, ge=0, description="run seed; the noise of (sample, member) derives from it")
     batch_size: int = Field(8, ge=1, le=4096, description="rows (sample x member) per model call")
     split: Literal["val", "train", "all"] = Field("val", description="which side of the training split")
@@ -161,6 +163,7 @@ def _finite(value: Any) -> Any:
 @click.option("--end", help="last date, YYYY-MM-DD (UTC); default: start.")
 @click.option("--members", type=int, help="ensemble members per sample [4].")
 @click.option("--steps", type=int, help="solver steps [20].")
+@click.option("--guidance", type=float, help="classifier-free guidance weight of the conditional experiments [1: none].")
 @click.option("--seed", type=int, help="run seed [0].")
 @click.option("--batch-size", type=int, help="rows per model call [8].")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), help="side of the training split [val].")
@@ -271,12 +274,14 @@ def _evaluate(cfg: EvaluateConfig, experiments: list[Any]) -> dict[str, Any]:
     from copgen_core.bundle import load_model, model_hash
 
     model = load_model(ref)
-    settings = EvalSettings(members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size)
+    settings = EvalSettings(members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size,
+                            guidance=cfg.guidance)
     body = evaluate_tiles(model, tiles, experiments, settings)
     body["vae_reconstruction"] = vae_reconstruction(model, tiles)
     report: dict[str, Any] = {
         "model": cfg.model, "model_ref": ref, "model_hash": model_hash(ref),
-        "settings": {"members": cfg.members, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size},
+        "settings": {"members": cfg.members, "steps": cfg.steps, "seed": cfg.seed, "batch_size": cfg.batch_size,
+                     "guidance": cfg.guidance},
         "split": {"split": cfg.split, "val_fraction": val_fraction, "split_seed": split_seed},
         "data": {"stac_url": cfg.stac_url, "bboxes": [list(b) for b in cfg.bboxes], "start": str(cfg.start),
                  "end": str(cfg.end or cfg.start), **windows},

@@ -19,6 +19,7 @@ from pipelines.config import GenerateConfig
 @click.option("--targets", callback=csv_callback, help="comma-separated modalities to generate.")
 @click.option("--members", type=int, help="ensemble members per window.")
 @click.option("--steps", type=int, help="solver steps (NFE), 50 in the paper.")
+@click.option("--guidance", type=float, help="classifier-free guidance weight on the conditions [1: none, as the paper].")
 @click.option("--seed", type=int, help="run seed; the noise of (window, member) derives from it.")
 @click.option("--model", help="'bundled', a bundle directory, a converted checkpoint, or 'random:tiny'.")
 @click.option("--batch-size", type=int, help="samples per model call.")

@@ -738,6 +738,15 @@ def _run_stage(name: str, recipe: Recipe, identity: dict[str, Any], action: Call
     return recipe.stages[name]
 
 
+def _training_cube(work: Path, flag: str) -> Path:
+    """The training cube under ``work`` that ``flag`` needs; BadInput naming the command that makes it."""
+    cube = WorkPaths(work).cube
+    if not cube.is_dir():
+        raise BadInput(f"{flag} needs the training cube {cube}; run `copgen train-bundled --until "
+                       "preprocess` (same --world/--work) first")
+    return cube
+
+
 @click.command("train-bundled")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT,
               show_default="<repository>/models/bundled",
@@ -796,20 +805,14 @@ def command(out: Path, world: Path, preset: str, work: Path, vae_steps: int | No
     from pipelines.bundle_redo import redo_backbone, redo_decoders
 
     if backbone_only:
-        cube = WorkPaths(work).cube
-        if not cube.is_dir():
-            raise BadInput(f"--backbone-only needs the training cube {cube}; run `copgen train-bundled --until "
-                           "preprocess` (same --world/--work) first")
+        cube = _training_cube(work, "--backbone-only")
         click.echo(f"[backbone] the backbone of {out}, trained again on {cube} ({backbone_steps} steps)")
         record = redo_backbone(out, work, steps=backbone_steps, batch_size=batch_size, seed=seed)
         click.echo("the bundle already has the current backbone settings" if record is None else
                    f"new backbone in {out} ({_fmt_s(time.perf_counter() - t_start)})")
         return
     if decoders_only:
-        cube = WorkPaths(work).cube
-        if not cube.is_dir():
-            raise BadInput(f"--decoders-only needs the training cube {cube}; run `copgen train-bundled --until "
-                           "preprocess` (same --world/--work) first")
+        cube = _training_cube(work, "--decoders-only")
         click.echo(f"[bundle] the decoders of {out}, trained again on {cube}")
         fits = redo_decoders(out, cube)
         click.echo(f"{len(fits)} VAE decoder(s) changed in {_fmt_s(time.perf_counter() - t_start)}"

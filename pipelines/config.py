@@ -123,6 +123,8 @@ class GenerateConfig(JobConfig):
                                description="modalities to generate")
     members: int = Field(4, ge=1, le=1024, description="ensemble members per window")
     steps: int = Field(50, ge=1, le=1000, description="solver steps (NFE)")
+    guidance: float = Field(1.0, ge=0.0, le=20.0, description="classifier-free guidance weight on the conditions "
+                            "(1 = none, the official sampler; 2 = twice the conditions' pull, twice the backbone calls)")
     seed: int = Field(0, ge=0, description="run seed; noise of (window, member) derives from it")
     model: str = Field("bundled", description="'bundled', a converted checkpoint dir, or an official .pth")
     batch_size: int = Field(8, ge=1, le=4096, description="samples per model call")

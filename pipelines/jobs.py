@@ -200,7 +200,7 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
     _create(spec)
     infer_spec = InferSpec(model=model_ref, targets=tuple(image_targets), conditions=tuple(cfg.conditions),
                            members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size,
-                           device=cfg.device, dtype=cfg.precision)
+                           device=cfg.device, dtype=cfg.precision, guidance=cfg.guidance)
     todo, skipped = _pending(spec, units)
     report = RunReport("generate", cfg.output, planned=len(units), skipped=skipped, engine=cfg.engine,
                        config=_provenance_config(cfg))

@@ -134,10 +134,14 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 8
     chunk_tiles: int = 4
+    guidance: float = 1.0
+    """Classifier-free guidance weight of every conditional experiment (1 = none)."""
 
     def __post_init__(self) -> None:
         if self.members < 1 or self.steps < 1 or self.batch_size < 1 or self.chunk_tiles < 1:
             raise ValueError(f"members, steps, batch_size and chunk_tiles must be >= 1, got {self}")
+        if not self.guidance >= 0:
+            raise ValueError(f"guidance must be >= 0 (1 = none), got {self.guidance}")
 
 
 # -- which tiles ----------------------------------------------------------------------------------------
@@ -451,7 +455,8 @@ def run_experiment(model: Any, tiles: Sequence[Tile], experiment: Experiment, se
         chunk = tiles[start:start + settings.chunk_tiles]
         conditions = {k: _stack(chunk, k) for k in experiment.conditions}
         out = model.generate(conditions, list(experiment.targets), members=settings.members, steps=settings.steps,
-                             seed=settings.seed, keys=[t.unit.name for t in chunk], batch_size=settings.batch_size)
+                             seed=settings.seed, keys=[t.unit.name for t in chunk], batch_size=settings.batch_size,
+                             guidance=settings.guidance)
         notes.update(n.split(": ", 1)[-1] for n in out.notes)
         lulc = _stack(chunk, LULC) if all(LULC in t.arrays for t in chunk) else None
         for key, scorer in scorers.items():

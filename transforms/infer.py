@@ -36,10 +36,12 @@ class InferSpec:
     method: str = "singlestep"
     spacing: str = "time_uniform"
     threads: int = 1
+    guidance: float = 1.0
 
     def settings(self) -> dict[str, Any]:
         return {"model": self.model, "members": self.members, "steps": self.steps, "seed": self.seed,
-                "order": self.order, "method": self.method, "spacing": self.spacing, "dtype": self.dtype, "threads": self.threads}
+                "order": self.order, "method": self.method, "spacing": self.spacing, "dtype": self.dtype,
+                "threads": self.threads, "guidance": self.guidance}
 
 
 @dataclass
@@ -139,7 +141,7 @@ def infer_tiles(tiles: Sequence[Tile], spec: InferSpec, model: Any | None = None
         out = model.generate(
             conditions, list(spec.targets), members=spec.members, steps=spec.steps, seed=spec.seed,
             keys=[t.unit.name for t in group], batch_size=spec.batch_size, order=spec.order,
-            method=spec.method, spacing=spec.spacing,
+            method=spec.method, spacing=spec.spacing, guidance=spec.guidance,
         )
         dropped = tuple(k for k in spec.conditions if k not in signature)
         notes = tuple(out.notes) + ((f"conditions not available (missing or incomplete): {list(dropped)}",)

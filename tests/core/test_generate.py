@@ -238,6 +238,47 @@ def test_marginalised_modalities_are_held_at_pure_noise_with_t_1000(vaes: dict[s
         assert torch.equal(first[key][0], want)
 
 
+def test_guidance_mixes_a_conditional_and_an_unconditional_call(vaes: dict[str, KLVAE]) -> None:
+    """w != 1: each solver step calls the backbone twice, conditions then their seeded noise at t=1000."""
+    net = _spy()
+    model = CopgenModel(net, vaes)
+    cond = {"latlon": physical(resolve("latlon"), 1)}
+    plain = model.generate(cond, ["date"], steps=3, keys=["k"], decode=False, return_latents=True)
+    assert len(net.calls) == 3
+    net.calls.clear()
+    guided = model.generate(cond, ["date"], steps=3, keys=["k"], decode=False, return_latents=True, guidance=2.5)
+    assert len(net.calls) == 6 and guided.settings["guidance"] == 2.5
+    given, free = net.calls[0], net.calls[1]
+    assert given["3d_cartesian_lat_lon"][1].tolist() == [0.0]
+    assert free["3d_cartesian_lat_lon"][1].tolist() == [1000.0]
+    want = sample_noise(resolve("latlon").latent_shape, 0, ["k"], [0], "3d_cartesian_lat_lon", "guidance")
+    assert torch.equal(free["3d_cartesian_lat_lon"][0], want)
+    assert torch.equal(free["mean_timestamps"][0], given["mean_timestamps"][0])  # same state, same t
+    assert not torch.equal(_latents(plain)["mean_timestamps"], _latents(guided)["mean_timestamps"])
+    net.calls.clear()
+    again = model.generate(cond, ["date"], steps=3, keys=["k"], decode=False, return_latents=True, guidance=1.0)
+    assert len(net.calls) == 3 and torch.equal(_latents(again)["mean_timestamps"], _latents(plain)["mean_timestamps"])
+
+
+def test_guided_eps_is_the_extrapolation_of_the_two_calls() -> None:
+    net = _backbone()
+    rows = 2
+    cond = {"DEM_DEM": torch.randn(rows, 8, 8, 8)}
+    marginal = {m.key: torch.randn(rows, *m.latent_shape) for m in MODALITIES
+                if m.key not in ("DEM_DEM", "S1RTC_vh_vv")}
+    free = {"DEM_DEM": torch.randn(rows, 8, 8, 8)}
+    x, t = torch.randn(rows, 8 * 24 * 24), torch.full((rows,), 0.7)
+    with torch.no_grad():
+        eps_c = JointDenoiser(net, ["s1"], cond, marginal)(x, t)
+        eps_u = JointDenoiser(net, ["s1"], {}, {**marginal, **free})(x, t)
+        eps_w = JointDenoiser(net, ["s1"], cond, marginal, guidance=3.0, unconditional=free)(x, t)
+    torch.testing.assert_close(eps_w, eps_u + 3.0 * (eps_c - eps_u))
+    with pytest.raises(ValueError, match=r"missing \['DEM_DEM'\]"):
+        JointDenoiser(net, ["s1"], cond, marginal, guidance=2.0)
+    with pytest.raises(ValueError, match="finite weight"):
+        JointDenoiser(net, ["s1"], cond, marginal, guidance=float("nan"), unconditional=free)
+
+
 def test_official_quirk_feeds_fresh_noise_labelled_t_0(vaes: dict[str, KLVAE]) -> None:
     net = _spy()
     model = CopgenModel(net, vaes)
@@ -359,6 +400,7 @@ def test_bad_input_is_refused_with_a_clear_message(
         ({"batch_size": 0}, "batch_size must be"),
         ({"condition_encoding": "mode"}, "condition_encoding"),
         ({"method": "euler"}, "unknown method"),
+        ({"guidance": -1.0}, "guidance must be a finite weight"),
     ],
 )
 def test_bad_settings_are_refused(model: CopgenModel, kwargs: dict, match: str) -> None:

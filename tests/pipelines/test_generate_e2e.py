@@ -50,6 +50,20 @@ def test_local_run_writes_every_window_and_a_report(local_cube: Path) -> None:
     assert prov["targets"] == ["S2L2A_B02_B03_B04_B08"] and prov["seed"] == 0
     assert set(prov["conditioning"]) <= {"DEM_DEM", "LULC_LULC", "3d_cartesian_lat_lon", "mean_timestamps"}
     assert "3d_cartesian_lat_lon" in prov["conditioning"]
+    assert prov["sampler"]["guidance"] == 1.0
+
+
+def test_guidance_is_applied_and_recorded(api_url: str, local_cube: Path, tmp_path: Path) -> None:
+    out = tmp_path / "guided.zarr"
+    proc = run_cli("generate", "--stac-url", api_url, "--output", str(out), "--engine", "local",
+                   "--guidance", "2.5", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(next((out / "_ledger" / "done").glob("*.json")).read_text())
+    assert record["provenance"]["sampler"]["guidance"] == 2.5
+    ours, plain = chunk_digests(out), chunk_digests(local_cube)
+    assert ours.keys() == plain.keys()
+    data = [k for k in ours if "/S2L2A_B02_B03_B04_B08/c/" in k]
+    assert data and all(ours[k] != plain[k] for k in data)  # every generated chunk changed
 
 
 @pytest.mark.parametrize("engine", ["dask", "beam"])
@@ -145,6 +159,7 @@ def test_dask_worker_killed_mid_run_still_finishes_with_same_bytes(api_url: str,
         (["--targets", "S9_B99"], "unknown modality"),
         (["--members", "0"], "members"),
         (["--overlap-m", "100"], "multiple of 60"),
+        (["--guidance", "-1"], "guidance"),
     ],
 )
 def test_bad_requests_exit_2_and_write_nothing(args: list[str], message: str, api_url: str, tmp_path: Path) -> None:

@@ -198,10 +198,11 @@ def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_
     proc = copgen("cmd_evaluate", "--model", "random:tiny", "--stac-url", stac_api_world.url,
                   "--world", str(small_world_dir),  # every scene and S2 date of the world
                   "--experiments", f"s2l2a_from_static,{UNCONDITIONAL},lulc_latlon_date_from_s2l2a",
-                  "--members", "3", "--steps", "1", "--max-samples", "2", "--json", str(out))
+                  "--members", "3", "--steps", "1", "--max-samples", "2", "--guidance", "1.5", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ensemble-mean MAE, conditional / unconditional" in proc.stdout
     report = json.loads(out.read_text())
+    assert report["settings"]["guidance"] == 1.5
     assert report["split"] == {"split": "val", "val_fraction": 0.1, "split_seed": 42}
     data = report["data"]
     assert len(data["bboxes"]) == len(small_world.scenes)
