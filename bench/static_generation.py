@@ -63,11 +63,14 @@ def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, 
     targets = [k for k in TARGETS if k in keys]
     static = [k for k in STATIC if k in keys]
     latents_ds = CubeDataset(cube, keys, split="val", latent_cache=cache)  # type: ignore[arg-type]
-    pixels_ds = CubeDataset(cube, targets, split="val")
-    complete = [i for i in range(len(pixels_ds)) if all(bool(torch.isfinite(pixels_ds[i][k]).all()) for k in targets)]
-    chosen = complete[:samples]
+    # the same modality list gives the same samples (complete in all of them), in the same order
+    pixels_ds = CubeDataset(cube, keys, split="val")
+    if [r.name for r in pixels_ds.refs] != [r.name for r in latents_ds.refs]:
+        raise SystemExit(f"{cache} does not hold the latents of {cube}'s held-out samples; encode it again "
+                         "(copgen train-bundled --until cache, or --backbone-only)")
+    chosen = list(range(min(samples, len(latents_ds))))
     if not chosen:
-        raise SystemExit(f"{cube} has no held-out sample with all of {targets}; preprocess the training cube first")
+        raise SystemExit(f"{cube} has no held-out sample complete in {keys}; preprocess the training cube first")
     clean: dict[str, torch.Tensor] = {}
     for m in backbone.modalities:
         rows = []
