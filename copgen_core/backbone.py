@@ -83,6 +83,13 @@ class BackboneConfig:
         amplification at n = 1000: what a small, briefly trained model needs to produce sane samples
         and to profit from its conditions (docs/training.md). Train it with the v loss (the trainer
         weights ε-MSE by 1/abar).
+    final_conv:
+        False (the official architecture) returns each image modality's unpatchified head output as
+        it is. True adds ``final_convs``: per image modality a 3 x 3 convolution over that output,
+        added to it, zero-initialised (so a new model starts as without it). With large patches
+        (``max_grid``) each token's head writes its patch alone and neighbouring patches need not
+        join up; the convolution sees across patch borders (as U-ViT's optional final conv layer).
+        Not in the official model; adds parameters ``final_convs.{i}.*`` for image modalities.
 
     Raises
     ------
@@ -102,6 +109,7 @@ class BackboneConfig:
     ground_sigma: float = 1.0 / 12.0
     max_grid: int = 0
     prediction: Prediction = "eps"
+    final_conv: bool = False
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -178,7 +186,7 @@ class BackboneConfig:
             If ``data`` holds keys that are not config fields (the message lists them).
         """
         known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
-                 "ground_sigma", "max_grid", "prediction"}
+                 "ground_sigma", "max_grid", "prediction", "final_conv"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -413,6 +421,12 @@ class CopgenBackbone(nn.Module):
         self.decoder_preds = nn.ModuleList(
             nn.Linear(d, config.patch_size(m) ** 2 * m.latent_shape[0]) for m in self.modalities
         )
+        self.final_convs: nn.ModuleList | None = None
+        if config.final_conv:
+            self.final_convs = nn.ModuleList(
+                nn.Conv2d(m.latent_shape[0], m.latent_shape[0], 3, padding=1) if m.is_image else nn.Identity()
+                for m in self.modalities
+            )
         bias = ground_attention_bias(config)
         self.ground_bias: Tensor | None
         if bias is None:
@@ -441,6 +455,11 @@ class CopgenBackbone(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Conv2d):
                 module.reset_parameters()
+        if self.final_convs is not None:
+            for conv in self.final_convs:
+                if isinstance(conv, nn.Conv2d):
+                    nn.init.zeros_(conv.weight)
+                    nn.init.zeros_(conv.bias)
 
     def set_attention(self, mode: AttentionMode) -> None:
         """Switch every block to ``"sdpa"`` or ``"math"`` attention.
@@ -602,6 +621,8 @@ class CopgenBackbone(nn.Module):
                     head(tokens), "B (h w) (p1 p2 C) -> B C (h p1) (w p2)", h=h // p, w=w // p, p1=p, p2=p, C=c
                 )
             )
+        if self.final_convs is not None:
+            outs = [o + conv(o) if isinstance(conv, nn.Conv2d) else o for o, conv in zip(outs, self.final_convs, strict=True)]
         if self.config.prediction == "v":
             outs = [velocity_to_eps(o, lat, t) for o, lat, t in zip(outs, latents, ts, strict=True)]
         return outs

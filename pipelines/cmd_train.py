@@ -310,6 +310,9 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
               help="largest token lattice per side: larger latents get larger patches (6: the 10 m modalities "
                    "are patched 4x4 onto the 20 m 6x6 lattice, ~3x fewer tokens; default: the preset's; 0 is "
                    "the official patch 2).")
+@click.option("--final-conv", "final_conv", is_flag=True, default=False,
+              help="add a zero-initialised 3x3 convolution over each image modality's unpatchified output, so "
+                   "neighbouring tokens' patches can join up (not in the official model; for large --max-grid patches).")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), default=None,
               help="what the heads predict: 'eps' (official) or 'v' (velocity; sane x0 estimates at high noise, "
                    "trained with the v loss); the model still returns ε̂ (default: the preset's, eps).")
@@ -322,7 +325,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
-            task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None) -> None:
+            task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None,
+            final_conv: bool) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -389,6 +393,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             arch = dataclasses.replace(arch, max_grid=max_grid)
         if prediction is not None:
             arch = dataclasses.replace(arch, prediction="v" if prediction == "v" else "eps")
+        if final_conv:
+            arch = dataclasses.replace(arch, final_conv=True)
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

@@ -140,6 +140,9 @@ PREDICTION = "v"
 variance off and samples were noise (latent std 3.8 vs 0.94); with v it is below the variance."""
 MAX_GRID = 6
 """10 m latents patched 4 x 4 onto the 20 m 6 x 6 lattice: 294 tokens instead of 834 (docs/training.md)."""
+FINAL_CONV = True
+"""A zero-initialised 3 x 3 convolution over each image modality's unpatchified output (``copgen train
+--final-conv``): with 4 x 4 patches, generated windows showed the 6 x 6 token grid (docs/model-card.md)."""
 GROUND_HEADS = 4
 GROUND_SIGMA = 0.0278
 """Four of the tiny preset's four heads read the same ground from step 0 (sigma 1/36, 1/18, 1/9, 2/9 window)."""
@@ -556,6 +559,8 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
         args += ["--terminal-noise", str(TERMINAL_NOISE)]
     args += ["--prediction", PREDICTION, "--max-grid", str(MAX_GRID), "--ground-heads", str(GROUND_HEADS), "--ground-sigma", str(GROUND_SIGMA),
              "--adam-betas", ADAM_BETAS]
+    if FINAL_CONV:
+        args += ["--final-conv"]
     have = {*modalities, "3d_cartesian_lat_lon", "mean_timestamps"}
 
     def keep(text: str) -> str:
@@ -704,7 +709,7 @@ def recipe_config(batch_size: int, jobs: int) -> dict[str, Any]:
             "timestep_shift": TIMESTEP_SHIFT, "terminal_noise": TERMINAL_NOISE,
             "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
             "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "prediction": PREDICTION,
-            "max_grid": MAX_GRID, "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
+            "max_grid": MAX_GRID, "final_conv": FINAL_CONV, "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
             "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
 
 

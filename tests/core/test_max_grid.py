@@ -81,6 +81,43 @@ def test_forward_shapes_parameter_count_and_save_load(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b)
 
 
+# -- final_conv -------------------------------------------------------------------------------------
+
+
+def test_final_conv_starts_as_the_identity_and_trains(tmp_path: Path) -> None:
+    plain_config = dataclasses.replace(backbone_preset("tiny", [DEM, L2A10, "mean_timestamps"]), max_grid=6,
+                                       prediction="v")
+    config = dataclasses.replace(plain_config, final_conv=True)
+    assert BackboneConfig.from_dict(config.to_dict()).final_conv
+    torch.manual_seed(0)
+    plain = CopgenBackbone(plain_config).eval()
+    model = CopgenBackbone(config).eval()
+    assert sum(p.numel() for p in model.parameters()) == count_backbone_parameters(config)
+    assert count_backbone_parameters(config) - count_backbone_parameters(plain_config) == 2 * (8 * 8 * 9 + 8)
+    loaded = model.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(loaded.missing_keys) == [f"final_convs.{i}.{p}" for i in (0, 1) for p in ("bias", "weight")]
+    gen = torch.Generator().manual_seed(1)
+    lat = [torch.randn((2, *m.latent_shape), generator=gen) for m in model.modalities]
+    ts = [torch.rand((2,), generator=gen) * 1000 for _ in model.modalities]
+    with torch.no_grad():
+        for a, b in zip(model(lat, ts), plain(lat, ts), strict=True):
+            assert torch.equal(a, b)  # zero-initialised: exactly the model without it
+    model.train()
+    loss = sum((o**2).mean() for o in model(lat, ts))
+    loss.backward()  # type: ignore[union-attr]
+    conv = model.final_convs[1]  # type: ignore[index]
+    assert conv.weight.grad is not None and float(conv.weight.grad.abs().sum()) > 0
+    with torch.no_grad():  # trained weights change the output and survive a save and load
+        conv.weight.normal_(std=0.1)
+        out = model.eval()(lat, ts)[1]
+        assert not torch.allclose(out, plain(lat, ts)[1])
+        save_backbone(model, tmp_path / "bb")
+    again = load_backbone(tmp_path / "bb").eval()
+    assert again.config.final_conv
+    with torch.no_grad():
+        torch.testing.assert_close(again(lat, ts)[1], out)
+
+
 # -- prediction = "v" ---------------------------------------------------------------------------------
 
 
