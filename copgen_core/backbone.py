@@ -459,7 +459,8 @@ class CopgenBackbone(nn.Module):
             for conv in self.final_convs:
                 if isinstance(conv, nn.Conv2d):
                     nn.init.zeros_(conv.weight)
-                    nn.init.zeros_(conv.bias)
+                    if conv.bias is not None:
+                        nn.init.zeros_(conv.bias)
 
     def set_attention(self, mode: AttentionMode) -> None:
         """Switch every block to ``"sdpa"`` or ``"math"`` attention.
