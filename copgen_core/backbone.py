@@ -90,6 +90,9 @@ class BackboneConfig:
         (``max_grid``) each token's head writes its patch alone and neighbouring patches need not
         join up; the convolution sees across patch borders (as U-ViT's optional final conv layer).
         Not in the official model; adds parameters ``final_convs.{i}.*`` for image modalities.
+    final_conv_kernel:
+        Kernel size of the ``final_conv`` convolutions (odd; 3 by default, 7 reaches across most of a
+        4 x 4-cell token to its neighbours).
 
     Raises
     ------
@@ -110,6 +113,7 @@ class BackboneConfig:
     max_grid: int = 0
     prediction: Prediction = "eps"
     final_conv: bool = False
+    final_conv_kernel: int = 3
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -141,6 +145,8 @@ class BackboneConfig:
             raise ValueError(f"ground_sigma must be positive (window units), got {self.ground_sigma}")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' (official) or 'v', got {self.prediction!r}")
+        if self.final_conv_kernel < 1 or self.final_conv_kernel % 2 == 0:
+            raise ValueError(f"final_conv_kernel must be an odd size >= 1, got {self.final_conv_kernel}")
         if self.max_grid < 0 or self.max_grid == 1:
             raise ValueError(f"max_grid must be 0 (official patch 2) or >= 2 tokens per side, got {self.max_grid}")
 
@@ -186,7 +192,7 @@ class BackboneConfig:
             If ``data`` holds keys that are not config fields (the message lists them).
         """
         known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
-                 "ground_sigma", "max_grid", "prediction", "final_conv"}
+                 "ground_sigma", "max_grid", "prediction", "final_conv", "final_conv_kernel"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -424,7 +430,10 @@ class CopgenBackbone(nn.Module):
         self.final_convs: nn.ModuleList | None = None
         if config.final_conv:
             self.final_convs = nn.ModuleList(
-                nn.Conv2d(m.latent_shape[0], m.latent_shape[0], 3, padding=1) if m.is_image else nn.Identity()
+                nn.Conv2d(m.latent_shape[0], m.latent_shape[0], config.final_conv_kernel,
+                          padding=config.final_conv_kernel // 2)
+                if m.is_image
+                else nn.Identity()
                 for m in self.modalities
             )
         bias = ground_attention_bias(config)

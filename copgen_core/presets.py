@@ -86,7 +86,7 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
     proj (D² + D), fc1 (DM + M) and fc2 (MD + D); a skip block adds norm1 (2D) and skip_linear
     (2D² + D). Each modality adds a patch embedding (C p² D + D), a head (D p² C + p² C) and its
     tokens' rows of ``pos_embed`` (plus one time-token row); with ``final_conv`` each image modality
-    adds a 3 x 3 convolution (9 C² + C).
+    adds a k x k convolution (k² C² + C).
     """
     d, hidden = config.embed_dim, config.mlp_hidden_dim
     block = 4 * d + 3 * d * d + (3 * d if config.qkv_bias else 0) + d * d + d + 2 * d * hidden + hidden + d
@@ -99,7 +99,7 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
         total += d * patch_dim + patch_dim  # decoder_preds.i
         if config.final_conv and m.is_image:
             c = m.latent_shape[0]
-            total += c * c * 9 + c  # final_convs.i
+            total += c * c * config.final_conv_kernel**2 + c  # final_convs.i
     total += config.num_in_blocks * (block + skip_block) + block  # in, out and mid blocks
     total += 2 * d  # final norm
     return total

@@ -313,6 +313,8 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
 @click.option("--final-conv", "final_conv", is_flag=True, default=False,
               help="add a zero-initialised 3x3 convolution over each image modality's unpatchified output, so "
                    "neighbouring tokens' patches can join up (not in the official model; for large --max-grid patches).")
+@click.option("--final-conv-kernel", type=int, default=3, show_default=True,
+              help="kernel size of the --final-conv convolutions (odd).")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), default=None,
               help="what the heads predict: 'eps' (official) or 'v' (velocity; sane x0 estimates at high noise, "
                    "trained with the v loss); the model still returns ε̂ (default: the preset's, eps).")
@@ -326,7 +328,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
             task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None,
-            final_conv: bool) -> None:
+            final_conv: bool, final_conv_kernel: int) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -394,7 +396,9 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         if prediction is not None:
             arch = dataclasses.replace(arch, prediction="v" if prediction == "v" else "eps")
         if final_conv:
-            arch = dataclasses.replace(arch, final_conv=True)
+            arch = dataclasses.replace(arch, final_conv=True, final_conv_kernel=final_conv_kernel)
+        elif final_conv_kernel != 3:
+            raise BadInput("--final-conv-kernel needs --final-conv")
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

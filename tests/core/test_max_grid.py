@@ -118,6 +118,18 @@ def test_final_conv_starts_as_the_identity_and_trains(tmp_path: Path) -> None:
         torch.testing.assert_close(again(lat, ts)[1], out)
 
 
+def test_final_conv_kernel_size() -> None:
+    base = dataclasses.replace(backbone_preset("tiny", [DEM, L2A10, "mean_timestamps"]), max_grid=6, final_conv=True)
+    wide = dataclasses.replace(base, final_conv_kernel=7)
+    assert BackboneConfig.from_dict(wide.to_dict()).final_conv_kernel == 7
+    model = CopgenBackbone(wide)
+    assert model.final_convs[1].kernel_size == (7, 7)  # type: ignore[index]
+    assert sum(p.numel() for p in model.parameters()) == count_backbone_parameters(wide)
+    assert count_backbone_parameters(wide) - count_backbone_parameters(base) == 2 * 8 * 8 * (49 - 9)
+    with pytest.raises(ValueError, match="odd"):
+        dataclasses.replace(base, final_conv_kernel=4)
+
+
 # -- prediction = "v" ---------------------------------------------------------------------------------
 
 

@@ -222,6 +222,8 @@ def test_train_refuses_bad_input(tiny_cube: str, vae_dir: Path, tmp_path: Path) 
     assert invoke(train, [*args, "--modalities", "s1"]).exit_code == 2
     assert invoke(train, [*args, "--modality-dropout", "0.8", "--condition-dropout", "0.5"]).exit_code == 2
     assert invoke(train, [*args, "--preset", "enormous"]).exit_code == 2
+    lone = invoke(train, [*args, "--final-conv-kernel", "5"])
+    assert lone.exit_code == 2 and "--final-conv" in lone.output
 
 
 def test_two_ranks_under_torchrun_train_one_bundle(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
