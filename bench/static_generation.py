@@ -55,20 +55,26 @@ def _corr(z: np.ndarray) -> float:
 
 @torch.no_grad()
 def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, members: int = 4,
-                      steps: int = 20, guidance: tuple[float, ...] = (1.0,), seed: int = 0) -> dict[str, object]:
-    """Scores per run (``unconditional``, ``static w=...``) and group; see the module notes."""
+                      steps: int = 20, guidance: tuple[float, ...] = (1.0,), seed: int = 0,
+                      split: str = "val") -> dict[str, object]:
+    """Scores per run (``unconditional``, ``static w=...``) and group; see the module notes.
+
+    ``split="train"`` scores training samples instead: a model much better there than on held-out
+    samples has memorised its training windows rather than learned the conditions.
+    """
     model = load_model(model_ref)
     backbone = model.backbone
     keys = list(backbone.config.modalities)
     targets = [k for k in TARGETS if k in keys]
     static = [k for k in STATIC if k in keys]
-    latents_ds = CubeDataset(cube, keys, split="val", latent_cache=cache)  # type: ignore[arg-type]
+    latents_ds = CubeDataset(cube, keys, split=split, latent_cache=cache)  # type: ignore[arg-type]
     # the same modality list gives the same samples (complete in all of them), in the same order
-    pixels_ds = CubeDataset(cube, keys, split="val")
+    pixels_ds = CubeDataset(cube, keys, split=split)  # type: ignore[arg-type]
     if [r.name for r in pixels_ds.refs] != [r.name for r in latents_ds.refs]:
         raise SystemExit(f"{cache} does not hold the latents of {cube}'s held-out samples; encode it again "
                          "(copgen train-bundled --until cache, or --backbone-only)")
-    chosen = list(range(min(samples, len(latents_ds))))
+    # evenly spaced, so a training split's first windows (all dates of a few windows) do not dominate
+    chosen = sorted({int(i) for i in np.linspace(0, len(latents_ds) - 1, min(samples, len(latents_ds)))})
     if not chosen:
         raise SystemExit(f"{cube} has no held-out sample complete in {keys}; preprocess the training cube first")
     clean: dict[str, torch.Tensor] = {}
@@ -109,7 +115,7 @@ def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, 
         scores["latent_corr"] = _corr(z)
         return scores
 
-    results: dict[str, object] = {"samples": len(chosen), "members": members, "steps": steps}
+    results: dict[str, object] = {"split": split, "samples": len(chosen), "members": members, "steps": steps}
     z = clean[FIRST][:, 0].numpy()
     results["real_latent_std"], results["real_latent_corr"] = float(z.std()), _corr(z)
     results["unconditional"] = run([], 1.0)
@@ -132,10 +138,13 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", default="1", help="comma-separated guidance weights for the static set")
+    ap.add_argument("--split", choices=("val", "train"), default="val",
+                    help="score held-out samples (default) or training ones (memorisation check)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     weights = tuple(float(w) for w in args.guidance.split(","))
-    res = static_generation(args.model, args.cube, args.cache, args.samples, args.members, args.steps, weights)
+    res = static_generation(args.model, args.cube, args.cache, args.samples, args.members, args.steps, weights,
+                            split=args.split)
     print(f"real first-channel latent std {res['real_latent_std']:.3f} corr {res['real_latent_corr']:.3f}")
     for name, r in res.items():
         if not isinstance(r, dict):

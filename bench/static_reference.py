@@ -12,10 +12,13 @@ a training cube, scored on its held-out windows (the split of ``transforms.datas
 ``class x date``
     ... of the same class and acquisition (time slot);
 ``class x date x zone``
-    ... of the same class, acquisition and UTM zone (the sample world's zones are its regions).
+    ... of the same class, acquisition and UTM zone (the sample world's zones are its regions);
+``class x date x zone x elevation``
+    ... and elevation band (``ELEVATION_BANDS`` quantile bands of the training pixels' DEM): what the
+    DEM adds through snow lines and altitude.
 
 The ratio of each to ``unconditional`` is a reference for what the conditions can buy, not a bound: a
-model can also use elevation (snow lines), spatial context and the class mixture around a pixel.
+model can also use slope and aspect (sunlit slopes), spatial context and the class mixture around a pixel.
 Pixels of the three S2 L2A groups are compared in the normalised space, an affine map of reflectance
 that is the same for every S2 band, so the ratios equal those in reflectance. ``--clear`` restricts the
 scoring to pixels the cube's L1C cloud mask calls clear (clouds are not predictable from the
@@ -43,15 +46,19 @@ from transforms.dataset import CubeDataset  # noqa: E402
 GROUPS = ("S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09")
 LULC = "LULC_LULC"
 CLOUD = "S2L1C_cloud_mask"
+DEM = "DEM_DEM"
+ELEVATION_BANDS = 6
 CLEAR_CODE_PLANE = 0
 """Plane of the cloud mask's one-hot encoding that holds 'clear' (``copgen_core.normalize_classes``)."""
-PREDICTORS = ("class", "class x date", "class x date x zone")
+PREDICTORS = ("class", "class x date", "class x date x zone", "class x date x zone x elevation")
 
 
-def _samples(cube: str, split: str, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """(values (N, C, H, W), class index (N, H, W) at the group's grid, clear (N, H, W), [(time, zone)])."""
-    ds = CubeDataset(cube, [group, LULC, CLOUD], split=split)
-    values, classes, clear, keys = [], [], [], []
+def _samples(cube: str, split: str, group: str
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """(values (N, C, H, W), class index (N, H, W) at the group's grid, clear (N, H, W), normalised
+    elevation (N, H, W) at the group's grid (nearest DEM pixel), [(time, zone)])."""
+    ds = CubeDataset(cube, [group, LULC, CLOUD, DEM], split=split)
+    values, classes, clear, elevation, keys = [], [], [], [], []
     for i, ref in enumerate(ds.refs):
         item = ds[i]
         x = item[group].numpy()
@@ -59,10 +66,14 @@ def _samples(cube: str, split: str, group: str) -> tuple[np.ndarray, np.ndarray,
         classes.append(item[LULC].numpy().argmax(0)[::f, ::f])
         g = item[CLOUD].shape[-1] // x.shape[-1]
         clear.append(item[CLOUD].numpy().argmax(0)[::g, ::g] == CLEAR_CODE_PLANE)
+        dem = item[DEM].numpy()[0]
+        rows = np.arange(x.shape[-2]) * dem.shape[-2] // x.shape[-2]
+        cols = np.arange(x.shape[-1]) * dem.shape[-1] // x.shape[-1]
+        elevation.append(dem[np.ix_(rows, cols)])
         values.append(x)
         name = ref.name
         keys.append((name.rsplit("__t", 1)[-1], name.split("_", 1)[0]))
-    return np.stack(values), np.stack(classes), np.stack(clear), keys
+    return np.stack(values), np.stack(classes), np.stack(clear), np.stack(elevation), keys
 
 
 def _medians(values: np.ndarray, classes: np.ndarray, keys: list[tuple[str, ...]]) -> dict[tuple[object, ...], np.ndarray]:
@@ -76,15 +87,19 @@ def _medians(values: np.ndarray, classes: np.ndarray, keys: list[tuple[str, ...]
 
 def group_reference(cube: str, group: str, clear_only: bool) -> dict[str, float]:
     """MAE of each predictor on the held-out windows and its ratio to the unconditional one."""
-    xt, ct, _, kt = _samples(cube, "train", group)
-    xv, cv, clv, kv = _samples(cube, "val", group)
+    xt, ct, _, et, kt = _samples(cube, "train", group)
+    xv, cv, clv, ev, kv = _samples(cube, "val", group)
+    edges = np.quantile(et, np.linspace(0, 1, ELEVATION_BANDS + 1)[1:-1])
+    # class and elevation band in one index, so the per-class machinery serves both
+    cet, cev = ct * ELEVATION_BANDS + np.digitize(et, edges), cv * ELEVATION_BANDS + np.digitize(ev, edges)
     band_median = np.median(xt.transpose(1, 0, 2, 3).reshape(xt.shape[1], -1), axis=1)
     weight = clv if clear_only else np.ones_like(clv)
     preds = {"unconditional": np.broadcast_to(band_median[None, :, None, None], xv.shape)}
     by_class = _medians(xt, ct, [() for _ in kt])
     by_date = _medians(xt, ct, [(t,) for t, _ in kt])
     by_zone = _medians(xt, ct, list(kt))
-    for name in PREDICTORS:
+    by_band = _medians(xt, cet, list(kt))
+    for name in PREDICTORS[:-1]:
         pred = np.empty_like(xv)
         for i, (t, z) in enumerate(kv):
             for cls in (int(c) for c in np.unique(cv[i])):
@@ -95,6 +110,12 @@ def group_reference(cube: str, group: str, clear_only: bool) -> dict[str, float]
                 value = next((table[key] for table, key in chain[name] if key in table), band_median)
                 pred[i][:, cv[i] == cls] = value[:, None]
         preds[name] = pred
+    pred = preds["class x date x zone"].copy()
+    for i, (t, z) in enumerate(kv):
+        for code in (int(c) for c in np.unique(cev[i])):
+            if (t, z, code) in by_band:
+                pred[i][:, cev[i] == code] = by_band[(t, z, code)][:, None]
+    preds[PREDICTORS[-1]] = pred
     out: dict[str, float] = {"held_out_samples": float(len(kv)), "scored_pixel_fraction": float(weight.mean())}
     for name, pred in preds.items():
         err = np.abs(xv - pred).mean(axis=1)  # (N, H, W), mean over bands

@@ -275,6 +275,9 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
                    "estimate the clean latent: trains the sampler's first step, which starts from pure noise "
                    "(not in the official recipe).")
 @click.option("--ema-rate", type=float, default=0.9999, show_default=True, help="EMA decay per step.")
+@click.option("--lr-decay", type=click.Choice(["constant", "poly"]), default="constant", show_default=True,
+              help="learning rate after the warm-up: 'constant' (official) or 'poly', decayed to 0 by --steps "
+                   "(ties the run to its --steps: resume with the same one; not in the official recipe).")
 @click.option("--weight-decay", type=float, default=0.03, show_default=True, help="AdamW weight decay.")
 @click.option("--gradient-checkpointing", is_flag=True, help="recompute blocks in the backward pass.")
 @click.option("--latent-cache", type=click.Path(path_type=Path), default=None,
@@ -323,7 +326,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             val_fraction: float, split_seed: int, val_batches: int, checkpoint_every: int, log_every: int,
             workers: int, device: str, storage_options: str | None, vae_dir: Path | None, bundle: Path | None,
             modalities: str | None, modality_dropout: float, condition_dropout: float, min_snr_gamma: float | None,
-            timestep_shift: float, terminal_noise: float, ema_rate: float,
+            timestep_shift: float, terminal_noise: float, ema_rate: float, lr_decay: str,
             weight_decay: float, gradient_checkpointing: bool, latent_cache: Path | None, position_init: str,
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
@@ -377,11 +380,19 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
         def _keys(text: str) -> tuple[str, ...]:
             return tuple(resolve(k.strip()).key for k in text.split(",") if k.strip())
 
+        warmup = 5000 if warmup_steps is None else warmup_steps
+        decay_steps = None
+        if lr_decay == "poly":
+            decay_steps = steps - warmup
+            if decay_steps < 1:
+                raise BadInput(f"--lr-decay poly needs more --steps ({steps}) than --warmup-steps ({warmup})")
+
         config = BackboneTrainConfig(
             task_fraction=task_fraction, task_targets=_keys(task_targets or ""),
             task_conditions=tuple(_keys(c) for c in task_conditions),
             betas=(b1, b2), lr=2e-4 if lr is None else lr, weight_decay=weight_decay,
-            warmup_steps=5000 if warmup_steps is None else warmup_steps, ema_rate=ema_rate, grad_accum=grad_accum,
+            warmup_steps=warmup, lr_decay=lr_decay, lr_decay_steps=decay_steps,  # type: ignore[arg-type]
+            ema_rate=ema_rate, grad_accum=grad_accum,
             grad_clip=grad_clip, precision=precision,  # type: ignore[arg-type]
             gradient_checkpointing=gradient_checkpointing, modality_dropout=modality_dropout,
             condition_dropout=condition_dropout, min_snr_gamma=min_snr_gamma,

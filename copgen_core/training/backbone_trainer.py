@@ -43,7 +43,7 @@ from copgen_core.seeding import derive_seed
 from copgen_core.training import distributed
 from copgen_core.training.ema import EMA
 from copgen_core.training.losses import diffusion_loss
-from copgen_core.training.optim import LRSchedule
+from copgen_core.training.optim import Decay, LRSchedule
 from copgen_core.training.precision import Precision, autocast, check_precision
 from copgen_core.training.state import capture_rng, check_config, restore_rng
 from copgen_core.training.step import OptimizerStep
@@ -64,6 +64,11 @@ class BackboneTrainConfig:
         AdamW; official 2e-4, 0.03, (0.99, 0.99).
     warmup_steps:
         Linear warm-up, then constant (official 5000).
+    lr_decay, lr_decay_steps:
+        ``"constant"`` (official) keeps the peak rate after the warm-up; ``"poly"`` decays it to 0 over
+        ``lr_decay_steps`` steps after the warm-up (``lr (1 - s / lr_decay_steps)^0.95``, the official VAE
+        schedule; not in the official backbone recipe). A decayed run is tied to its length: resuming it
+        with another ``lr_decay_steps`` is refused (the config differs).
     ema_rate:
         EMA decay per optimiser step (official 0.9999; short runs want e.g. 0.999).
     grad_accum:
@@ -115,6 +120,8 @@ class BackboneTrainConfig:
     betas: tuple[float, float] = (0.99, 0.99)
     adam_eps: float = 1e-8
     warmup_steps: int = 5000
+    lr_decay: Decay = "constant"
+    lr_decay_steps: int | None = None
     ema_rate: float = 0.9999
     grad_accum: int = 1
     grad_clip: float | None = None
@@ -159,12 +166,16 @@ class BackboneTrainConfig:
         self.schedule()
 
     def schedule(self) -> LRSchedule:
-        """The learning-rate schedule: linear warm-up, then constant."""
-        return LRSchedule(self.lr, self.warmup_steps)
+        """The learning-rate schedule: linear warm-up, then constant or decayed (``lr_decay``)."""
+        return LRSchedule(self.lr, self.warmup_steps, decay=self.lr_decay, decay_steps=self.lr_decay_steps)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for states and provenance)."""
-        return asdict(self)
+        """Plain dict (for states and provenance); the decay fields only when the rate decays, so the
+        states of constant-rate runs saved before they existed still resume."""
+        out = asdict(self)
+        if self.lr_decay == "constant" and self.lr_decay_steps is None:
+            del out["lr_decay"], out["lr_decay_steps"]
+        return out
 
 
 def shifted_steps(u: Tensor, shift: float, num_steps: int) -> Tensor:

@@ -205,6 +205,26 @@ def test_resume_after_sigkill_gives_the_weights_of_the_uninterrupted_run(referen
     _same_weights(reference_run, out)
 
 
+def test_poly_lr_decay_is_recorded_decays_and_ties_resume_to_the_run_length(reference_run: Path, tiny_cube: str,
+                                                                             vae_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "decayed"
+    args = [*backbone_args(tiny_cube, vae_dir, out, steps=4), "--lr", "0.01", "--lr-decay", "poly"]
+    result = invoke(train, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["config"]["lr_decay"] == "poly" and info["config"]["lr_decay_steps"] == 2  # 4 steps - 2 warm-up
+    rates = [h["lr"] for h in info["losses"]]  # logged at steps 2 and 4: optimiser steps 1 and 3
+    assert rates[0] == 0.005  # half-way through the warm-up
+    assert rates[1] == pytest.approx(0.01 * 0.5**0.95)  # half-way through the decay (constant: 0.01)
+    longer = invoke(train, [*backbone_args(tiny_cube, vae_dir, out, steps=6), "--lr", "0.01", "--lr-decay", "poly",
+                            "--resume"])
+    assert longer.exit_code == 2 and "lr_decay_steps" in longer.output
+    # constant-rate states keep their old config (no decay fields), so runs saved before the option resume
+    assert "lr_decay" not in load_state(reference_run / "train_state.pt")["config"]
+    short = invoke(train, [*backbone_args(tiny_cube, vae_dir, tmp_path / "short", steps=2), "--lr-decay", "poly"])
+    assert short.exit_code == 2 and "--warmup-steps" in short.output
+
+
 def test_train_with_a_latent_cache(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "latents.safetensors"
     args = [*backbone_args(tiny_cube, vae_dir, tmp_path / "cached", steps=2), "--latent-cache", str(cache)]
