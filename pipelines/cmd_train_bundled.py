@@ -115,6 +115,10 @@ BACKBONE_STEPS_PER_S = 2.0
 (2.5 measured on an idle machine, 2026-12-05; 2.0 leaves room for a busier one)."""
 BACKBONE_LR = 2e-3
 BACKBONE_WARMUP = 100
+BACKBONE_LR_DECAY = "poly"
+"""The rate decays to 0 over the run after the warm-up (``copgen train --lr-decay poly``; session 9): static
+ratios 0.862 / 0.905 / 0.853 -> 0.769 / 0.811 / 0.715 in ``bench/static_generation.py`` against the constant
+rate (docs/training.md). Ties a run to its step count: another ``--backbone-steps`` trains again."""
 BACKBONE_GRAD_CLIP = 1.0
 BACKBONE_EMA_RATE = 0.995
 """EMA horizon of ~200 steps: with 0.999 a 1,000-step run would still be a third its initialisation."""
@@ -551,6 +555,8 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
             "--condition-dropout", str(CONDITION_DROPOUT), "--grad-clip", str(BACKBONE_GRAD_CLIP),
             "--position-init", POSITION_INIT, "--position-scale", str(POSITION_SCALE),
             "--attention-init", ATTENTION_INIT, "--attention-scale", str(ATTENTION_SCALE)]
+    if BACKBONE_LR_DECAY != "constant":
+        args += ["--lr-decay", BACKBONE_LR_DECAY]
     if MIN_SNR_GAMMA is not None:
         args += ["--min-snr-gamma", str(MIN_SNR_GAMMA)]
     if TIMESTEP_SHIFT != 1.0:
@@ -587,7 +593,8 @@ def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any]
     if paths.run.exists() and started != backbone_id:
         reached = _checkpoint_step(paths.run)
         if not (_same_but_steps(started, backbone_id) and reached is not None and reached <= steps):
-            click.echo(f"  {paths.run} was trained on other latents or settings; deleting it to train again")
+            click.echo(f"  {paths.run} was trained on other latents or settings (or, with a decayed rate, to another "
+                       "step count); deleting it to train again")
             shutil.rmtree(paths.run)
         else:
             click.echo(f"  continuing {paths.run} from its checkpoint at step {reached} to {steps} steps")
@@ -609,8 +616,12 @@ def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any]
 
 
 def _same_but_steps(started: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
-    """Whether two backbone identities differ at most in their step count (both past the warm-up)."""
+    """Whether two backbone identities differ at most in their step count (both past the warm-up), with a
+    constant rate after the warm-up (a decayed rate depends on the run's length, so a run cannot be continued
+    to another one)."""
     if started is None or min(int(started.get("steps", 0)), int(wanted["steps"])) < BACKBONE_WARMUP:
+        return False
+    if any("--lr-decay" in d.get("settings", ()) for d in (started, wanted)):
         return False
     return {k: v for k, v in started.items() if k != "steps"} == {k: v for k, v in wanted.items() if k != "steps"}
 
@@ -701,7 +712,7 @@ def save_checked(out: Path, backbone: Any, vaes: dict[str, Any], info: dict[str,
 
 def recipe_config(batch_size: int, jobs: int) -> dict[str, Any]:
     """The recipe settings ``bundle.json`` records under ``config``."""
-    return {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR,
+    return {"vae_lr": VAE_LR, "vae_lr_decay": "poly", "backbone_lr": BACKBONE_LR, "backbone_lr_decay": BACKBONE_LR_DECAY,
             "backbone_warmup_steps": BACKBONE_WARMUP, "backbone_ema_rate": BACKBONE_EMA_RATE,
             "backbone_grad_clip": BACKBONE_GRAD_CLIP, "position_init": POSITION_INIT,
             "position_scale": POSITION_SCALE, "attention_init": ATTENTION_INIT, "attention_scale": ATTENTION_SCALE,

@@ -67,8 +67,14 @@ def test_a_backbone_run_is_continued_only_when_it_differs_in_step_count() -> Non
 
     def identity(steps: int, **extra: Any) -> dict[str, Any]:
         return {"cache": {"vaes": "x"}, "steps": steps, "batch_size": 8, "seed": 0,
-                "settings": backbone_arguments(steps), **extra}
+                "settings": [a for a in backbone_arguments(steps) if a not in ("--lr-decay", "poly")], **extra}
 
+    def decayed(steps: int) -> dict[str, Any]:
+        return {**identity(steps), "settings": backbone_arguments(steps)}
+
+    assert "--lr-decay" in backbone_arguments(2000)  # the recipe decays its rate ...
+    assert not _same_but_steps(decayed(2000), decayed(1000))  # ... so its runs are tied to their length
+    assert not _same_but_steps(identity(2000), decayed(2000 + 1))
     assert _same_but_steps(identity(2000), identity(1000))
     assert _same_but_steps(identity(1000), identity(4000))
     assert not _same_but_steps(identity(2000), identity(1000, seed=1))
