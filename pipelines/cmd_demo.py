@@ -9,6 +9,7 @@ Prints where everything is.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -17,6 +18,8 @@ from pathlib import Path
 import click
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_OUTPUTS = ("preprocess", "generate", "gapfill", "seamless", "quicklook")
+"""What the demo writes under ``<out>/demo`` (cubes, their reports, quicklooks); a rerun replaces them."""
 
 
 def _start_api(world: Path, state: Path) -> str:
@@ -73,6 +76,13 @@ def command(out_dir: Path, preset: str, model: str, members: int, steps: int, en
                        "tiny model (outputs are noise). Train it with `make train-bundled`.", err=True)
             model = "random:tiny"
     shared_terramesh = REPO.parent / "shared" / "data" / "real" / "terramesh"
+    # every cube of a demo records the URL of that run's private STAC API, whose port is new each run, so its
+    # jobs would refuse to resume into a previous run's cubes: the demo's own outputs are made again (same bytes)
+    previous = sorted(p for p in (out_dir / "demo").glob("*") if p.name.split(".")[0] in DEMO_OUTPUTS)
+    if previous:
+        click.echo(f"[0/7] removing the previous demo's outputs in {out_dir / 'demo'}")
+        for path in previous:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     click.echo(f"[1/7] sample world ({preset}) -> {out_dir / 'world'}")
     manifest = generate_world(out_dir / "world", preset=preset,
                               terramesh_dir=shared_terramesh if shared_terramesh.is_dir() else None)

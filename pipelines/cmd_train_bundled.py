@@ -550,7 +550,9 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
     Task sampling keeps the targets and condition modalities the bundle has (location and date are
     always in); without an S2 L2A target it is left out.
     """
-    args = ["--preset", "tiny", "--lr", str(BACKBONE_LR), "--warmup-steps", str(min(BACKBONE_WARMUP, steps)),
+    # a smoke run shorter than the warm-up warms up over half of it, so a decayed rate has steps to decay over
+    warmup = min(BACKBONE_WARMUP, steps // 2 if BACKBONE_LR_DECAY != "constant" else steps)
+    args = ["--preset", "tiny", "--lr", str(BACKBONE_LR), "--warmup-steps", str(warmup),
             "--ema-rate", str(BACKBONE_EMA_RATE), "--modality-dropout", str(MODALITY_DROPOUT),
             "--condition-dropout", str(CONDITION_DROPOUT), "--grad-clip", str(BACKBONE_GRAD_CLIP),
             "--position-init", POSITION_INIT, "--position-scale", str(POSITION_SCALE),
