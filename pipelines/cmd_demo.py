@@ -82,7 +82,10 @@ def command(out_dir: Path, preset: str, model: str, members: int, steps: int, en
     if previous:
         click.echo(f"[0/7] removing the previous demo's outputs in {out_dir / 'demo'}")
         for path in previous:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     click.echo(f"[1/7] sample world ({preset}) -> {out_dir / 'world'}")
     manifest = generate_world(out_dir / "world", preset=preset,
                               terramesh_dir=shared_terramesh if shared_terramesh.is_dir() else None)
