@@ -587,9 +587,11 @@ def train_backbone(paths: WorkPaths, recipe: Recipe, backbone_id: dict[str, Any]
     """``copgen train`` from the latent cache; resumes an interrupted run of the same identity (latents,
     settings, batch, seed), else starts over.
 
-    A run of the same identity but another step count is kept when its last checkpoint is at or before
-    ``steps``: the learning rate is constant after the warm-up and resume is exact, so a run stopped at
-    step ``k`` *is* the ``k``-step run, and continuing it to ``steps`` is the ``steps``-step run.
+    With a constant rate after the warm-up, a run of the same identity but another step count is kept when
+    its last checkpoint is at or before ``steps``: resume is exact, so a run stopped at step ``k`` *is* the
+    ``k``-step run, and continuing it to ``steps`` is the ``steps``-step run. With a decayed rate
+    (``BACKBONE_LR_DECAY``, the recipe since session 9) the rate depends on the run's length, so another step
+    count trains again (:func:`_same_but_steps`).
     """
     started = recipe.stages.get("backbone-started", {}).get("identity")
     if paths.run.exists() and started != backbone_id:
