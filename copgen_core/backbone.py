@@ -26,6 +26,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from copgen_core.local_path import TIME_DIM as LOCAL_TIME_DIM
+from copgen_core.local_path import LocalPath
 from copgen_core.modalities import KEYS, Modality, TokenLayout, layout, resolve
 
 Prediction = Literal["eps", "v"]
@@ -93,6 +95,15 @@ class BackboneConfig:
     final_conv_kernel:
         Kernel size of the ``final_conv`` convolutions (odd; 3 by default, 7 reaches across most of a
         4 x 4-cell token to its neighbours).
+    local_path:
+        Image modalities (keys or aliases, stored in canonical order) that get a local conditioning
+        path (:class:`copgen_core.local_path.LocalPath`): a small per-latent-cell network reading
+        every other modality at the same place, each weighted by its signal share ``alpha(t)**2``,
+        whose output is added to the modality's head output (before ``final_conv``). Zero-initialised,
+        so a new path starts as the model without it. Empty (the official architecture) by default;
+        adds parameters ``local_paths.<key>.*``.
+    local_width:
+        Hidden channels of every local path.
 
     Raises
     ------
@@ -114,6 +125,8 @@ class BackboneConfig:
     prediction: Prediction = "eps"
     final_conv: bool = False
     final_conv_kernel: int = 3
+    local_path: tuple[str, ...] = ()
+    local_width: int = 48
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -147,6 +160,16 @@ class BackboneConfig:
             raise ValueError(f"prediction must be 'eps' (official) or 'v', got {self.prediction!r}")
         if self.final_conv_kernel < 1 or self.final_conv_kernel % 2 == 0:
             raise ValueError(f"final_conv_kernel must be an odd size >= 1, got {self.final_conv_kernel}")
+        local = {resolve(name).key for name in self.local_path}
+        if local - set(keys):
+            raise ValueError(f"local_path names {sorted(local - set(keys))}, which are not among the backbone's "
+                             f"modalities {list(keys)}")
+        scalars = sorted(k for k in local if not resolve(k).is_image)
+        if scalars:
+            raise ValueError(f"local_path takes image modalities only; {scalars} are scalars")
+        object.__setattr__(self, "local_path", tuple(k for k in keys if k in local))
+        if self.local_width < 1:
+            raise ValueError(f"local_width must be >= 1, got {self.local_width}")
         if self.max_grid < 0 or self.max_grid == 1:
             raise ValueError(f"max_grid must be 0 (official patch 2) or >= 2 tokens per side, got {self.max_grid}")
 
@@ -180,6 +203,9 @@ class BackboneConfig:
         """JSON-ready dict; :meth:`from_dict` inverts it."""
         out = asdict(self)
         out["modalities"] = list(self.modalities)
+        out["local_path"] = list(self.local_path)
+        if not self.local_path:  # dicts of models without local paths stay as they were (run identities)
+            del out["local_path"], out["local_width"]
         return out
 
     @classmethod
@@ -192,13 +218,16 @@ class BackboneConfig:
             If ``data`` holds keys that are not config fields (the message lists them).
         """
         known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
-                 "ground_sigma", "max_grid", "prediction", "final_conv", "final_conv_kernel"}
+                 "ground_sigma", "max_grid", "prediction", "final_conv", "final_conv_kernel",
+                 "local_path", "local_width"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
         kwargs = dict(data)
         if "modalities" in kwargs:
             kwargs["modalities"] = tuple(kwargs["modalities"])
+        if "local_path" in kwargs:
+            kwargs["local_path"] = tuple(kwargs["local_path"])
         return cls(**kwargs)
 
 
@@ -209,15 +238,20 @@ def _schedule() -> Any:
     return copgen_schedule()
 
 
+def signal_alpha(t: Tensor) -> Tensor:
+    """``alpha(n)`` (float32, t's shape) at backbone timesteps ``t`` in [0, 1000]; steps below 1 (clean) give 1."""
+    sched = _schedule()
+    tt = t.float() / sched.num_steps
+    return torch.where(t.float() < 1.0, torch.ones_like(tt), sched.alpha(tt.clamp(min=1.0 / sched.num_steps)))
+
+
 def velocity_to_eps(v: Tensor, x: Tensor, t: Tensor) -> Tensor:
     """ε̂ from a velocity prediction: ``sigma(n) x + alpha(n) v`` at backbone timesteps ``t`` (B,) in [0, 1000].
 
     alpha/sigma are COP-GEN's schedule in continuous time (``n / 1000``, the sampler's tables); steps
     below 1 (clean conditions) count as ``alpha = 1``. Float32 arithmetic; returns ``v``'s dtype.
     """
-    sched = _schedule()
-    tt = t.float() / sched.num_steps
-    alpha = torch.where(t.float() < 1.0, torch.ones_like(tt), sched.alpha(tt.clamp(min=1.0 / sched.num_steps)))
+    alpha = signal_alpha(t)
     sigma = torch.sqrt((1.0 - alpha * alpha).clamp(min=0.0))
     view = (-1,) + (1,) * (x.dim() - 1)
     return (sigma.view(view) * x.float() + alpha.view(view) * v.float()).to(v.dtype)
@@ -436,6 +470,12 @@ class CopgenBackbone(nn.Module):
                 else nn.Identity()
                 for m in self.modalities
             )
+        self.local_paths: nn.ModuleDict | None = None
+        if config.local_path:
+            self.local_paths = nn.ModuleDict({
+                key: LocalPath(resolve(key), [m for m in self.modalities if m.key != key], config.local_width)
+                for key in config.local_path
+            })
         bias = ground_attention_bias(config)
         self.ground_bias: Tensor | None
         if bias is None:
@@ -470,6 +510,9 @@ class CopgenBackbone(nn.Module):
                     nn.init.zeros_(conv.weight)
                     if conv.bias is not None:
                         nn.init.zeros_(conv.bias)
+        if self.local_paths is not None:
+            for path in self.local_paths.values():
+                path.zero_output()  # type: ignore[operator]
 
     def set_attention(self, mode: AttentionMode) -> None:
         """Switch every block to ``"sdpa"`` or ``"math"`` attention.
@@ -631,6 +674,14 @@ class CopgenBackbone(nn.Module):
                     head(tokens), "B (h w) (p1 p2 C) -> B C (h p1) (w p2)", h=h // p, w=w // p, p1=p, p2=p, C=c
                 )
             )
+        if self.local_paths is not None:
+            gates = [signal_alpha(t) ** 2 for t in ts]
+            for i, m in enumerate(self.modalities):
+                if m.key in self.local_paths:
+                    others = [j for j in range(len(self.modalities)) if j != i]
+                    add = self.local_paths[m.key]([latents[j] for j in others], [gates[j] for j in others],
+                                                  timestep_embedding(ts[i], LOCAL_TIME_DIM))
+                    outs[i] = outs[i] + add.to(outs[i].dtype)
         if self.final_convs is not None:
             outs = [o + conv(o) if isinstance(conv, nn.Conv2d) else o for o, conv in zip(outs, self.final_convs, strict=True)]
         if self.config.prediction == "v":

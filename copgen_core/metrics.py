@@ -23,6 +23,7 @@ from copgen_core.metrics_classes import (
 )
 from copgen_core.metrics_ensemble import (
     best_of_n,
+    calibrated_coverage,
     crps_ensemble,
     interval_coverage,
     spread_error,
@@ -47,7 +48,7 @@ from copgen_core.metrics_seams import SeamGradients, seam_gradients, seam_ratio
 
 __all__ = [
     "EARTH_RADIUS_KM", "LULC_IGNORE_INDEX", "S1_EVAL_DB_RANGE", "S2_REFLECTANCE_SCALE", "ClassScores",
-    "SeamGradients", "best_of_n", "class_indices", "class_scores", "confusion_matrix", "crps_ensemble",
+    "SeamGradients", "best_of_n", "calibrated_coverage", "class_indices", "class_scores", "confusion_matrix", "crps_ensemble",
     "date_error_days", "days_since_epoch", "gaussian_window", "haversine_km", "interval_coverage", "mae",
     "minmax_scale", "psnr", "psnr_from_mse", "rmse", "scaled_mse", "seam_gradients", "seam_ratio",
     "spread_error", "spread_skill_ratio", "ssim", "ssim_map", "to_eval_units",

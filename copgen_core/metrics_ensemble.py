@@ -138,7 +138,8 @@ def interval_coverage(
 
     The interval is ``[quantile(lower), quantile(upper)]`` of the members (numpy's linear quantiles),
     bounds included. Its mean over points is the coverage; for a calibrated ensemble it tends to
-    ``upper - lower`` (0.9) as the ensemble grows (fewer members give narrower empirical intervals).
+    ``upper - lower`` (0.9) as the ensemble grows (fewer members give narrower empirical intervals;
+    :func:`calibrated_coverage` gives the expected value for a given size).
 
     Returns
     -------
@@ -155,6 +156,32 @@ def interval_coverage(
     e, t = _members_last(ensemble, truth, axis)
     lo, hi = np.quantile(e, [lower, upper], axis=-1)
     return (t >= lo) & (t <= hi)
+
+
+def calibrated_coverage(members: int, *, lower: float = 0.05, upper: float = 0.95) -> float:
+    """Expected :func:`interval_coverage` of a perfectly calibrated ensemble of ``members`` members.
+
+    When the truth and the members are exchangeable draws of one continuous distribution, the truth's
+    rank among the ``members + 1`` values is uniform, and inside the gap between two neighbouring
+    members its place is uniform too. numpy's linear ``quantile(q)`` lies ``q (members - 1)`` gaps
+    above the lowest member, so the truth falls below ``quantile(lower)`` with probability
+    ``(1 + lower (members - 1)) / (members + 1)``, and likewise above ``quantile(upper)``. Hence::
+
+        calibrated_coverage = (upper - lower) (members - 1) / (members + 1)
+
+    i.e. 0.70 for 8 members, 0.83 for 24, 0.85 for 32, tending to ``upper - lower``: a measured coverage
+    is calibrated when it is near this value, not near 0.9, unless the ensemble is large.
+
+    Raises
+    ------
+    ValueError
+        On ``members < 1`` or ``not 0 <= lower < upper <= 1``.
+    """
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    if not 0.0 <= lower < upper <= 1.0:
+        raise ValueError(f"need 0 <= lower < upper <= 1, got lower={lower}, upper={upper}")
+    return (upper - lower) * (members - 1) / (members + 1)
 
 
 def best_of_n(
@@ -182,4 +209,4 @@ def best_of_n(
     return best, index
 
 
-__all__ = ["best_of_n", "crps_ensemble", "interval_coverage", "spread_error", "spread_skill_ratio"]
+__all__ = ["best_of_n", "calibrated_coverage", "crps_ensemble", "interval_coverage", "spread_error", "spread_skill_ratio"]

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from copgen_core.backbone import BackboneConfig
+from copgen_core.local_path import LocalPath
 from copgen_core.modalities import resolve
 from copgen_core.vae import VAEConfig
 
@@ -86,7 +87,8 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
     proj (D² + D), fc1 (DM + M) and fc2 (MD + D); a skip block adds norm1 (2D) and skip_linear
     (2D² + D). Each modality adds a patch embedding (C p² D + D), a head (D p² C + p² C) and its
     tokens' rows of ``pos_embed`` (plus one time-token row); with ``final_conv`` each image modality
-    adds a k x k convolution (k² C² + C).
+    adds a k x k convolution (k² C² + C); each ``local_path`` modality adds its
+    :meth:`~copgen_core.local_path.LocalPath.count_parameters`.
     """
     d, hidden = config.embed_dim, config.mlp_hidden_dim
     block = 4 * d + 3 * d * d + (3 * d if config.qkv_bias else 0) + d * d + d + 2 * d * hidden + hidden + d
@@ -100,6 +102,9 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
         if config.final_conv and m.is_image:
             c = m.latent_shape[0]
             total += c * c * config.final_conv_kernel**2 + c  # final_convs.i
+        if key in config.local_path:
+            sources = [resolve(k) for k in config.modalities if k != key]
+            total += LocalPath.count_parameters(m, sources, config.local_width)  # local_paths.<key>
     total += config.num_in_blocks * (block + skip_block) + block  # in, out and mid blocks
     total += 2 * d  # final norm
     return total

@@ -318,6 +318,12 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
                    "neighbouring tokens' patches can join up (not in the official model; for large --max-grid patches).")
 @click.option("--final-conv-kernel", type=int, default=3, show_default=True,
               help="kernel size of the --final-conv convolutions (odd).")
+@click.option("--local-path", "local_path", type=str, default=None,
+              help="comma-separated image modalities that get a local conditioning path: a small per-latent-"
+                   "cell network from every other modality at the same place, added to the modality's head "
+                   "output (not in the official model; e.g. 's2l2a_10m,s2l2a_20m,s2l2a_60m').")
+@click.option("--local-width", type=click.IntRange(min=1), default=48, show_default=True,
+              help="hidden channels of every --local-path network.")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), default=None,
               help="what the heads predict: 'eps' (official) or 'v' (velocity; sane x0 estimates at high noise, "
                    "trained with the v loss); the model still returns ε̂ (default: the preset's, eps).")
@@ -331,7 +337,7 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
             task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None,
-            final_conv: bool, final_conv_kernel: int) -> None:
+            final_conv: bool, final_conv_kernel: int, local_path: str | None, local_width: int) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -410,6 +416,13 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             arch = dataclasses.replace(arch, final_conv=True, final_conv_kernel=final_conv_kernel)
         elif final_conv_kernel != 3:
             raise BadInput("--final-conv-kernel needs --final-conv")
+        if local_path:
+            try:
+                arch = dataclasses.replace(arch, local_path=_keys(local_path), local_width=local_width)
+            except ValueError as err:
+                raise BadInput(f"--local-path {local_path!r}: {err}") from None
+        elif local_width != 48:
+            raise BadInput("--local-width needs --local-path")
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

@@ -20,7 +20,7 @@ from pipelines.engines import EngineOptions, run_beam_batches, run_dask, run_loc
 from pipelines.jobs import JobError, RunReport, _catalog, _finish, _pending, _provenance_config, _rules
 from transforms import ledger
 from transforms.catalog import CatalogItem, describe_item
-from transforms.cube import create_cube, load_spec
+from transforms.cube import create_cube, create_or_resume, load_spec
 from transforms.cube_spec import CubeError, CubeSpec, SpecMismatchError
 from transforms.gapfill import (
     L2A_COLLECTION,
@@ -65,10 +65,12 @@ def _acquisitions(cfg: GapfillConfig, margin_days: float = 0.0) -> list[tuple[Ac
     return sorted(out, key=lambda pair: (pair[0].datetime, pair[0].item_id))
 
 
-def _create(spec: CubeSpec) -> None:
-    """Create the acquisition's cube; an item that changed since its cube was made replaces the cube."""
+def _create(spec: CubeSpec) -> CubeSpec:
+    """Create the acquisition's cube and return the spec to write with; an item that changed since its cube was
+    made replaces the cube, and a cube the same job started through another STAC API URL is resumed with its
+    stored spec (:func:`transforms.cube.create_or_resume`)."""
     try:
-        create_cube(spec)
+        spec = create_or_resume(spec)
     except SpecMismatchError as exc:
         try:
             stored = load_spec(spec.url, spec.storage_options).attrs.get("item_hash")
@@ -81,6 +83,7 @@ def _create(spec: CubeSpec) -> None:
     except CubeError as exc:
         raise JobError(str(exc)) from exc
     add_filled_arrays(spec)
+    return spec
 
 
 def _batches(units: Sequence[GapfillUnit], size: int) -> list[list[GapfillUnit]]:
@@ -144,7 +147,7 @@ def run_gapfill(cfg: GapfillConfig, *, progress: bool = True, beam_args: Sequenc
                                windows=tuple(wins), times=(acq.datetime,), members=cfg.members, stats=True,
                                attrs={"job": "gapfill", "acquisition": acq.item_id, "item_hash": acq.item_hash,
                                       "config": config, "model_hash": mhash})
-        _create(spec_of_acq)
+        spec_of_acq = _create(spec_of_acq)
         plans.append((acq, spec_of_acq, units))
 
     report = RunReport("gapfill", cfg.output, engine=cfg.engine, config=config)

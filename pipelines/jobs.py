@@ -22,7 +22,7 @@ from pipelines.config import ConfigError, GenerateConfig, JobConfig, PreprocessC
 from pipelines.engines import EngineOptions, run_beam_batches, run_dask, run_local
 from transforms import ledger
 from transforms.catalog import CatalogItem
-from transforms.cube import create_cube, finalize_cube
+from transforms.cube import create_or_resume, finalize_cube
 from transforms.cube_spec import CubeError, CubeSpec
 from transforms.infer import InferSpec, get_model, resolve_model_ref
 from transforms.process import generate_batch, preprocess_batch
@@ -197,7 +197,7 @@ def run_generate(cfg: GenerateConfig, *, progress: bool = True, beam_args: Seque
     spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_targets),
                     windows=tuple(windows), times=(when,), members=cfg.members, stats=True,
                     attrs={"job": "generate", "config": _provenance_config(cfg), "model_hash": mhash})
-    _create(spec)
+    spec = _create(spec)
     infer_spec = InferSpec(model=model_ref, targets=tuple(image_targets), conditions=tuple(cfg.conditions),
                            members=cfg.members, steps=cfg.steps, seed=cfg.seed, batch_size=cfg.batch_size,
                            device=cfg.device, dtype=cfg.precision, guidance=cfg.guidance)
@@ -260,7 +260,7 @@ def run_preprocess(cfg: PreprocessConfig, *, progress: bool = True, beam_args: S
     spec = CubeSpec(url=cfg.output, storage_options=cfg.storage_options or None, modalities=tuple(image_mods),
                     windows=tuple(windows), times=tuple(days), members=None, stats=False,
                     attrs={"job": "preprocess", "config": _provenance_config(cfg)})
-    _create(spec)
+    spec = _create(spec)
     todo, skipped = _pending(spec, units)
     report = RunReport("preprocess", cfg.output, planned=len(units), skipped=skipped, engine=cfg.engine,
                        config=_provenance_config(cfg))
@@ -315,9 +315,15 @@ def _catalog(cfg: JobConfig, modalities: Sequence[str], rules: dict[str, Selecti
         raise JobError(f"the STAC API refused the search: {exc}") from exc
 
 
-def _create(spec: CubeSpec) -> None:
+def _create(spec: CubeSpec) -> CubeSpec:
+    """The cube's spec to write with: ``spec``, or the stored one when the cube was started by the same job
+    through another STAC API URL (:func:`transforms.cube.create_or_resume`)."""
     try:
-        create_cube(spec)
+        adopted = create_or_resume(spec)
+        if adopted is not spec:
+            print(f"resuming {spec.url}: started by the same job through another STAC API URL or output path",
+                  file=sys.stderr)
+        return adopted
     except CubeError as exc:
         raise JobError(str(exc)) from exc
 

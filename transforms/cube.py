@@ -58,6 +58,7 @@ __all__ = [
     "SpecMismatchError",
     "content_digest",
     "create_cube",
+    "create_or_resume",
     "finalize_cube",
     "load_spec",
     "open_store",
@@ -286,6 +287,43 @@ def create_cube(spec: CubeSpec, *, overwrite: bool = False) -> None:
     root = zarr.open_group(store, mode="r+", zarr_format=3)
     root.attrs[ROOT_ATTR] = {**marker, "state": "ready"}
     _quiet_consolidate(store)
+
+
+def create_or_resume(spec: CubeSpec) -> CubeSpec:
+    """:func:`create_cube`, resuming a cube the same job started through another STAC API URL or output path.
+
+    The local STAC API listens on a new port at every start, so a job rerun after a crash reaches
+    the same catalog at another URL, and its spec (which records the job's config) differs from the
+    stored one in ``stac_url`` alone. When the stored spec's :attr:`CubeSpec.content_hash` equals
+    ``spec``'s (the same windows, times, modalities and job settings, only ``stac_url``/``output``
+    differ), the cube is resumed: the stored spec is returned, and every write must use it, so the
+    cube keeps the provenance it was started with and the rerun writes the same bytes.
+
+    Returns
+    -------
+    CubeSpec
+        ``spec`` for a new or identical cube; the stored spec for a resumed one.
+
+    Raises
+    ------
+    SpecMismatchError
+        If ``spec.url`` holds a cube with other content (the message lists the differing fields).
+    CubeError
+        As :func:`create_cube`.
+    """
+    try:
+        create_cube(spec)
+        return spec
+    except SpecMismatchError:
+        attrs = _root_attrs(open_store(spec.url, spec.storage_options, read_only=True))
+        info = (attrs or {}).get(ROOT_ATTR)
+        if not isinstance(info, dict) or "spec" not in info:
+            raise
+        stored = CubeSpec.from_json(info["spec"], spec.url, spec.storage_options)
+        if stored.content_hash != spec.content_hash:
+            raise
+    create_cube(stored)  # finishes an interrupted creation of the stored spec; else a no-op
+    return stored
 
 
 # -- region writes ----------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ import numpy as np
 from copgen_core.metrics import (
     LULC_IGNORE_INDEX,
     best_of_n,
+    calibrated_coverage,
     class_indices,
     class_scores,
     confusion_matrix,
@@ -267,6 +268,9 @@ class ImageScores:
             "best_of_n.ssim": best_ssim.mean(axis=0),
             "ensemble.crps": self._cat("crps").mean(axis=0),
             "ensemble.coverage_90": self._cat("coverage").mean(axis=0),
+            # what a perfectly calibrated ensemble of this size would score (0.70 for 8 members)
+            "ensemble.coverage_90_calibrated": np.full(member_mae.shape[-1], calibrated_coverage(
+                self.members, lower=COVERAGE_INTERVAL[0], upper=COVERAGE_INTERVAL[1])),
         }
         if self.members > 1:
             spread_sq, error_sq = self._cat("spread_sq").mean(axis=0), self._cat("error_sq").mean(axis=0)
@@ -682,6 +686,9 @@ def _target_lines(key: str, s: Mapping[str, Any]) -> list[str]:
                         f"{v['ensemble_mean']['mae']:>9.4g}{v['best_of_n']['mae']:>9.4g}{ens['crps']:>9.4g}"
                         f"{ens.get('spread', float('nan')):>9.4g}{ens.get('spread_skill', float('nan')):>6.2f}"
                         f"{ens['coverage_90']:>6.2f}")
+        if "coverage_90_calibrated" in s["all_bands"]["ensemble"]:
+            rows.append(f"     cov90 of a perfectly calibrated ensemble of this size: "
+                        f"{s['all_bands']['ensemble']['coverage_90_calibrated']:.2f}")
         if "class_spectra" in s:
             cs = s["class_spectra"]
             rows.append(f"     per-class mean values, generated vs real: mean relative error "

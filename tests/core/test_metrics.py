@@ -325,6 +325,18 @@ def test_calibrated_ensemble_has_unit_spread_skill_and_nominal_coverage() -> Non
         M.interval_coverage(ens, truth, lower=0.9, upper=0.1)
 
 
+@pytest.mark.parametrize("members", [8, 24])
+def test_calibrated_coverage_is_what_a_calibrated_ensemble_scores(members: int) -> None:
+    rng = _rng(members)
+    draws = rng.uniform(size=(40000, members + 1))  # members and truth exchangeable
+    measured = M.interval_coverage(draws[:, :members], draws[:, members]).mean()
+    assert M.calibrated_coverage(members) == pytest.approx(0.9 * (members - 1) / (members + 1))
+    assert measured == pytest.approx(M.calibrated_coverage(members), abs=0.01)  # 0.70 for 8, 0.83 for 24
+    assert M.calibrated_coverage(members, lower=0.0, upper=1.0) == pytest.approx((members - 1) / (members + 1))
+    with pytest.raises(ValueError, match="members"):
+        M.calibrated_coverage(0)
+
+
 def test_best_of_n_picks_per_sample_and_skips_nan() -> None:
     scores = np.array([[0.3, 0.1, 0.2], [np.nan, 0.5, 0.4]])
     best, idx = M.best_of_n(scores, higher_is_better=False)

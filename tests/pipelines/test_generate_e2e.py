@@ -1,6 +1,7 @@
 """`copgen generate` end to end on the small world served by a real STAC API.
 
-Engines agree to the byte; a SIGKILLed run resumes to the same bytes; a killed Dask worker does not
+Engines agree to the byte; a SIGKILLed run resumes to the same bytes (also through another URL of the
+catalog); a killed Dask worker does not
 change the result; bad requests exit 2 and write nothing; an unreachable catalog exits 3.
 """
 
@@ -92,11 +93,18 @@ def test_sigkill_then_rerun_computes_only_missing_windows(api_url: str, local_cu
     proc.wait()
     n_before = len(list(done_dir.glob("*.json")))
     assert 1 <= n_before < 4, "the run must be killed halfway for this test to mean anything"
-    rerun = run_cli("generate", "--stac-url", api_url, "--output", str(out), *COMMON)
+    # the rerun reaches the same catalog at another URL, as after a restart of the local API (new port)
+    other_url = api_url.replace("127.0.0.1", "localhost")
+    assert other_url != api_url
+    rerun = run_cli("generate", "--stac-url", other_url, "--output", str(out), *COMMON)
     assert rerun.returncode == 0, rerun.stderr
+    assert "resuming" in rerun.stderr
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["skipped"] == n_before and report["done"] == 4 - n_before
     assert chunk_digests(out) == chunk_digests(local_cube)
+    from transforms.cube import load_spec
+
+    assert load_spec(str(out)).attrs["config"]["stac_url"] == api_url  # the cube keeps what it was started with
 
 
 def test_a_second_identical_run_does_nothing(api_url: str, local_cube: Path) -> None:

@@ -269,3 +269,21 @@ def test_train_never_overwrites_a_model_that_is_not_its_run(tiny_cube: str, vae_
     result = invoke(train, backbone_args(tiny_cube, vae_dir, bundle, steps=1))
     assert result.exit_code == 2 and "not a training run" in result.output
     assert (bundle / "bundle.json").read_text() == "{}"
+
+
+def test_train_with_a_local_path(tiny_cube: str, vae_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "local"
+    result = invoke(train, [*backbone_args(tiny_cube, vae_dir, out, steps=2), "--local-path", "s2l2a_60m",
+                            "--local-width", "8"])
+    assert result.exit_code == 0, result.output
+    from copgen_core.bundle import load_model
+
+    backbone = load_model(str(out)).backbone
+    assert backbone.config.local_path == ("S2L2A_B01_B09",) and backbone.config.local_width == 8
+    path = backbone.local_paths["S2L2A_B01_B09"]  # type: ignore[index]
+    assert float(path.out.weight.abs().sum()) > 0  # trained away from its zero start
+    args = backbone_args(tiny_cube, vae_dir, tmp_path / "bad", steps=1)
+    scalar = invoke(train, [*args, "--local-path", "mean_timestamps"])
+    assert scalar.exit_code == 2 and "image modalities only" in scalar.output
+    lone = invoke(train, [*args, "--local-width", "8"])
+    assert lone.exit_code == 2 and "--local-path" in lone.output

@@ -6,6 +6,7 @@ fake-gcs-server (the shared ``gcs_emulator`` session fixture of ``tests/conftest
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from transforms.cube import (
     CubeSpec,
     SpecMismatchError,
     create_cube,
+    create_or_resume,
     finalize_cube,
     load_spec,
     open_store,
@@ -316,6 +318,30 @@ def test_a_crash_mid_window_leaves_it_not_done_and_the_rerun_completes(cube: Cub
 
 
 # -- create_cube identity ---------------------------------------------------------------------------
+
+
+def test_create_or_resume_adopts_a_cube_started_through_another_stac_url(tmp_path: Path) -> None:
+    def job_spec(stac_url: str, **kw: Any) -> CubeSpec:
+        spec = make_spec(str(tmp_path / "job.zarr"), **kw)
+        config = {"stac_url": stac_url, "output": spec.url, "steps": 20}
+        return dataclasses.replace(spec, attrs={**spec.attrs, "config": config})
+
+    first = job_spec("http://127.0.0.1:40001")
+    assert create_or_resume(first) is first
+    key = WINDOWS[0].key
+    write_window(first, key, 0, window_arrays(first, key, 0), provenance(key, 0))
+    before = tree_digests(Path(first.url))
+    again = job_spec("http://127.0.0.1:40002")  # the local API restarted on another port
+    with pytest.raises(SpecMismatchError):
+        create_cube(again)
+    adopted = create_or_resume(again)
+    assert adopted.spec_hash == first.spec_hash and adopted.attrs["config"]["stac_url"] == "http://127.0.0.1:40001"
+    assert tree_digests(Path(first.url)) == before  # nothing rewritten
+    key2 = WINDOWS[1].key
+    write_window(adopted, key2, 0, window_arrays(adopted, key2, 0), provenance(key2, 0))
+    assert len(ledger.done_set(first.url)) == 2
+    with pytest.raises(SpecMismatchError, match="members"):  # other content is still refused
+        create_or_resume(job_spec("http://127.0.0.1:40002", members=5))
 
 
 def test_create_is_idempotent_and_refuses_another_spec(cube: CubeSpec, tmp_path: Path) -> None:
