@@ -104,6 +104,11 @@ class BackboneConfig:
         adds parameters ``local_paths.<key>.*``.
     local_width:
         Hidden channels of every local path.
+    local_depth:
+        Number of 3 x 3 convolutions in every local path (1 by default).
+    local_self:
+        Whether each local path also reads its target's own noisy latent (a small convolutional
+        denoiser next to the transformer: cell-scale structure that token heads write cell by cell).
 
     Raises
     ------
@@ -127,6 +132,8 @@ class BackboneConfig:
     final_conv_kernel: int = 3
     local_path: tuple[str, ...] = ()
     local_width: int = 48
+    local_self: bool = False
+    local_depth: int = 1
 
     def __post_init__(self) -> None:
         keys = tuple(resolve(name).key for name in self.modalities)
@@ -168,8 +175,8 @@ class BackboneConfig:
         if scalars:
             raise ValueError(f"local_path takes image modalities only; {scalars} are scalars")
         object.__setattr__(self, "local_path", tuple(k for k in keys if k in local))
-        if self.local_width < 1:
-            raise ValueError(f"local_width must be >= 1, got {self.local_width}")
+        if self.local_width < 1 or self.local_depth < 1:
+            raise ValueError(f"local_width and local_depth must be >= 1, got {self.local_width} and {self.local_depth}")
         if self.max_grid < 0 or self.max_grid == 1:
             raise ValueError(f"max_grid must be 0 (official patch 2) or >= 2 tokens per side, got {self.max_grid}")
 
@@ -205,7 +212,7 @@ class BackboneConfig:
         out["modalities"] = list(self.modalities)
         out["local_path"] = list(self.local_path)
         if not self.local_path:  # dicts of models without local paths stay as they were (run identities)
-            del out["local_path"], out["local_width"]
+            del out["local_path"], out["local_width"], out["local_self"], out["local_depth"]
         return out
 
     @classmethod
@@ -219,7 +226,7 @@ class BackboneConfig:
         """
         known = {"modalities", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "ground_heads",
                  "ground_sigma", "max_grid", "prediction", "final_conv", "final_conv_kernel",
-                 "local_path", "local_width"}
+                 "local_path", "local_width", "local_self", "local_depth"}
         extra = sorted(set(data) - known)
         if extra:
             raise ValueError(f"unknown BackboneConfig fields {extra}; expected a subset of {sorted(known)}")
@@ -473,7 +480,8 @@ class CopgenBackbone(nn.Module):
         self.local_paths: nn.ModuleDict | None = None
         if config.local_path:
             self.local_paths = nn.ModuleDict({
-                key: LocalPath(resolve(key), [m for m in self.modalities if m.key != key], config.local_width)
+                key: LocalPath(resolve(key), [m for m in self.modalities if m.key != key], config.local_width,
+                               own=config.local_self, depth=config.local_depth)
                 for key in config.local_path
             })
         bias = ground_attention_bias(config)
@@ -680,7 +688,8 @@ class CopgenBackbone(nn.Module):
                 if m.key in self.local_paths:
                     others = [j for j in range(len(self.modalities)) if j != i]
                     add = self.local_paths[m.key]([latents[j] for j in others], [gates[j] for j in others],
-                                                  timestep_embedding(ts[i], LOCAL_TIME_DIM))
+                                                  timestep_embedding(ts[i], LOCAL_TIME_DIM),
+                                                  latents[i] if self.config.local_self else None)
                     outs[i] = outs[i] + add.to(outs[i].dtype)
         if self.final_convs is not None:
             outs = [o + conv(o) if isinstance(conv, nn.Conv2d) else o for o, conv in zip(outs, self.final_convs, strict=True)]

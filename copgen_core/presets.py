@@ -104,7 +104,8 @@ def count_backbone_parameters(config: BackboneConfig) -> int:
             total += c * c * config.final_conv_kernel**2 + c  # final_convs.i
         if key in config.local_path:
             sources = [resolve(k) for k in config.modalities if k != key]
-            total += LocalPath.count_parameters(m, sources, config.local_width)  # local_paths.<key>
+            total += LocalPath.count_parameters(m, sources, config.local_width, own=config.local_self,
+                                             depth=config.local_depth)
     total += config.num_in_blocks * (block + skip_block) + block  # in, out and mid blocks
     total += 2 * d  # final norm
     return total

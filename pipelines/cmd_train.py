@@ -324,6 +324,11 @@ def _modalities(requested: str | None, cube_modalities: tuple[str, ...], vae_key
                    "output (not in the official model; e.g. 's2l2a_10m,s2l2a_20m,s2l2a_60m').")
 @click.option("--local-width", type=click.IntRange(min=1), default=48, show_default=True,
               help="hidden channels of every --local-path network.")
+@click.option("--local-depth", type=click.IntRange(min=1), default=1, show_default=True,
+              help="3x3 convolutions in every --local-path network.")
+@click.option("--local-self", is_flag=True, default=False,
+              help="every --local-path network also reads its target's own noisy latent (a small convolutional "
+                   "denoiser beside the transformer).")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), default=None,
               help="what the heads predict: 'eps' (official) or 'v' (velocity; sane x0 estimates at high noise, "
                    "trained with the v loss); the model still returns ε̂ (default: the preset's, eps).")
@@ -337,7 +342,8 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             position_scale: float, attention_init: str, attention_scale: float, ground_heads: int | None,
             ground_sigma: float | None, adam_betas: str, task_fraction: float, task_targets: str | None,
             task_conditions: tuple[str, ...], max_grid: int | None, prediction: str | None,
-            final_conv: bool, final_conv_kernel: int, local_path: str | None, local_width: int) -> None:
+            final_conv: bool, final_conv_kernel: int, local_path: str | None, local_width: int,
+            local_self: bool, local_depth: int) -> None:
     """Train the diffusion backbone; --out becomes a model bundle (EMA weights, VAEs, provenance).
 
     \b
@@ -418,11 +424,12 @@ def command(cube: str, preset: str, steps: int, batch_size: int, out: Path, seed
             raise BadInput("--final-conv-kernel needs --final-conv")
         if local_path:
             try:
-                arch = dataclasses.replace(arch, local_path=_keys(local_path), local_width=local_width)
+                arch = dataclasses.replace(arch, local_path=_keys(local_path), local_width=local_width,
+                                           local_self=local_self, local_depth=local_depth)
             except ValueError as err:
                 raise BadInput(f"--local-path {local_path!r}: {err}") from None
-        elif local_width != 48:
-            raise BadInput("--local-width needs --local-path")
+        elif local_width != 48 or local_self or local_depth != 1:
+            raise BadInput("--local-width, --local-self and --local-depth need --local-path")
         if latent_cache is not None:
             if not latent_cache.exists() and distributed.is_main():
                 say(f"encoding VAE latents of every sample into {latent_cache}")

@@ -150,8 +150,11 @@ FINAL_CONV = True
 LOCAL_PATH = ("S2L1C_B01_B09_B10", "S2L1C_B02_B03_B04_B08", "S2L1C_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09",
               "S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A")
 LOCAL_WIDTH = 48
-"""Local conditioning paths (``copgen train --local-path``) for the six S2 groups: per latent cell, what the
-other modalities show at the same place, without the 4 x 4-cell token in between (docs/training.md)."""
+LOCAL_SELF = True
+LOCAL_DEPTH = 2
+"""Local conditioning paths (``copgen train --local-path --local-self --local-depth 2``) for the six S2 groups:
+per latent cell, what the other modalities show at the same place, without the 4 x 4-cell token in between,
+and the target's own noisy latent over 5 x 5 cells, so the 6 x 6 token grid no longer shows (docs/training.md)."""
 GROUND_HEADS = 4
 GROUND_SIGMA = 0.0278
 """Four of the tiny preset's four heads read the same ground from step 0 (sigma 1/36, 1/18, 1/9, 2/9 window)."""
@@ -577,7 +580,9 @@ def backbone_arguments(steps: int, modalities: Sequence[str] = IMAGE_KEYS) -> li
     have = {*modalities, "3d_cartesian_lat_lon", "mean_timestamps"}
     local = [k for k in LOCAL_PATH if k in have]
     if local:
-        args += ["--local-path", ",".join(local), "--local-width", str(LOCAL_WIDTH)]
+        args += ["--local-path", ",".join(local), "--local-width", str(LOCAL_WIDTH), "--local-depth", str(LOCAL_DEPTH)]
+        if LOCAL_SELF:
+            args += ["--local-self"]
 
     def keep(text: str) -> str:
         return ",".join(k for k in text.split(",") if k in have)
@@ -733,7 +738,8 @@ def recipe_config(batch_size: int, jobs: int) -> dict[str, Any]:
             "modality_dropout": MODALITY_DROPOUT, "condition_dropout": CONDITION_DROPOUT,
             "backbone_batch_size": batch_size, "jobs": jobs, "preset": "tiny", "prediction": PREDICTION,
             "max_grid": MAX_GRID, "final_conv": FINAL_CONV,
-            "local_path": list(LOCAL_PATH), "local_width": LOCAL_WIDTH, "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
+            "local_path": list(LOCAL_PATH), "local_width": LOCAL_WIDTH,
+            "local_self": LOCAL_SELF, "local_depth": LOCAL_DEPTH, "ground_heads": GROUND_HEADS, "ground_sigma": GROUND_SIGMA, "adam_betas": ADAM_BETAS,
             "task_fraction": TASK_FRACTION, "task_targets": TASK_TARGETS, "task_conditions": list(TASK_CONDITIONS)}
 
 

@@ -111,3 +111,37 @@ def test_local_path_rejects_bad_targets() -> None:
         LocalPath(BY_KEY[DATE], [BY_KEY[DEM]], 8)
     with pytest.raises(ValueError, match="own target"):
         LocalPath(BY_KEY[L2A10], [BY_KEY[L2A10]], 8)
+
+
+def test_a_path_that_reads_its_own_latent() -> None:
+    config = _config(local_path=(L2A10,), local_width=16, local_self=True)
+    assert BackboneConfig.from_dict(config.to_dict()) == config
+    model = CopgenBackbone(config).eval()
+    assert sum(p.numel() for p in model.parameters()) == count_backbone_parameters(config)
+    without = count_backbone_parameters(_config(local_path=(L2A10,), local_width=16))
+    assert count_backbone_parameters(config) - without == 8 * 16  # the target's 8 channels into the 1 x 1 input
+    path = model.local_paths[L2A10]  # type: ignore[index]
+    with torch.no_grad():
+        path.out.weight.normal_(std=0.5)
+    lat, ts = _inputs(model)
+    changed = [x.clone() for x in lat]
+    changed[2] = changed[2] + 1.0  # the target's own noisy latent
+    with torch.no_grad():
+        a = path([lat[i] for i in (0, 1, 3)], [torch.ones(2)] * 3, torch.zeros((2, 64)), lat[2])
+        b = path([lat[i] for i in (0, 1, 3)], [torch.ones(2)] * 3, torch.zeros((2, 64)), changed[2])
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="own"):
+        path([lat[i] for i in (0, 1, 3)], [torch.ones(2)] * 3, torch.zeros((2, 64)))
+    with pytest.raises(ValueError, match="own"):
+        LocalPath(BY_KEY[L2A10], [BY_KEY[DEM]], 8)([lat[0]], [torch.ones(2)], torch.zeros((2, 64)), lat[2])
+
+
+def test_deeper_paths() -> None:
+    shallow = _config(local_path=(L2A10,), local_width=16, local_self=True)
+    deep = dataclasses.replace(shallow, local_depth=3)
+    assert BackboneConfig.from_dict(deep.to_dict()).local_depth == 3
+    model = CopgenBackbone(deep)
+    assert sum(p.numel() for p in model.parameters()) == count_backbone_parameters(deep)
+    assert count_backbone_parameters(deep) - count_backbone_parameters(shallow) == 2 * (9 * 16 * 16 + 16)
+    with pytest.raises(ValueError, match="local_depth"):
+        dataclasses.replace(shallow, local_depth=0)

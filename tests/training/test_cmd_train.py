@@ -285,5 +285,5 @@ def test_train_with_a_local_path(tiny_cube: str, vae_dir: Path, tmp_path: Path) 
     args = backbone_args(tiny_cube, vae_dir, tmp_path / "bad", steps=1)
     scalar = invoke(train, [*args, "--local-path", "mean_timestamps"])
     assert scalar.exit_code == 2 and "image modalities only" in scalar.output
-    lone = invoke(train, [*args, "--local-width", "8"])
+    lone = invoke(train, [*args, "--local-self"])
     assert lone.exit_code == 2 and "--local-path" in lone.output
