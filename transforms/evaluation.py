@@ -558,7 +558,9 @@ def vae_reconstruction(model: Any, tiles: Sequence[Tile], keys: Sequence[str] | 
         official min-max protocol in evaluation units) or :class:`ClassMapScores` result, plus
         ``psnr_normalised``: ``10 log10(2^2 / MSE)`` pooled over every value in the VAE's [-1, 1]
         input space (what ``copgen train-vae`` reports) and ``psnr_normalised_median``, the median of
-        the per-sample values.
+        the per-sample values. S2 and S1 modalities of tiles with land cover also get
+        ``class_spectra`` (as the generation experiments): the per-class mean error the VAE alone
+        makes, a floor under what any backbone can reach through it.
     """
     import torch
 
@@ -583,7 +585,12 @@ def vae_reconstruction(model: Any, tiles: Sequence[Tile], keys: Sequence[str] | 
             count += err.numel()
             per_sample.extend((10 * torch.log10(4.0 / err.mean(dim=(1, 2, 3)))).tolist())
             recon = np.stack([np.asarray(denormalize(modality, y[i:i + 1].numpy()))[0] for i in range(y.shape[0])])
-            scorer.update(recon[:, None], truth)
+            chunk = tiles[start:start + chunk_tiles]
+            lulc = _stack(chunk, LULC) if all(LULC in t.arrays for t in chunk) else None
+            if isinstance(scorer, ImageScores):
+                scorer.update(recon[:, None], truth, lulc)  # class spectra: the VAE's share of the error
+            else:
+                scorer.update(recon[:, None], truth)
         result = scorer.result()
         result["psnr_normalised"] = float(10 * math.log10(4.0 / (sq_sum / count)))
         result["psnr_normalised_median"] = float(np.median(per_sample))
@@ -658,6 +665,9 @@ def format_table(report: Mapping[str, Any]) -> str:
                              f"{r['units']})  {r['psnr_normalised']:6.2f} dB pooled [-1,1] (median sample "
                              f"{r['psnr_normalised_median']:.2f})  SSIM {r['all_bands']['member']['ssim']:.3f}  "
                              f"MAE {r['all_bands']['member']['mae']:.4g}")
+                if "class_spectra" in r:
+                    lines.append(f"   {'':<31} per-class mean values, reconstructed vs real: mean relative error "
+                                 f"{r['class_spectra']['mean_relative_error']:.3f}")
             else:
                 lines.append(f"   {key:<31} accuracy {r['member']['accuracy']:.3f}  mIoU {r['member']['miou']:.3f}"
                              f"  {r['psnr_normalised']:6.2f} dB pooled [-1,1]")

@@ -233,6 +233,11 @@ def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_
     s2 = vae["S2L2A_B02_B03_B04_B08"]
     assert s2["samples"] == data["evaluated"] and math.isfinite(s2["all_bands"]["member"]["psnr"])
     assert math.isfinite(s2["psnr_normalised"]) and 0 <= vae[LULC]["member"]["accuracy"] <= 1
+    assert "class_spectra" not in vae["DEM_DEM"]  # per-class spectra for S2 / S1 only
+    assert s2["class_spectra"]["classes"] and math.isfinite(s2["class_spectra"]["mean_relative_error"])
+    assert "reconstructed vs real" in proc.stdout
+    cov = entry["scores"][S2_60]["all_bands"]["ensemble"]
+    assert cov["coverage_90_calibrated"] == pytest.approx(0.9 * (3 - 1) / (3 + 1))  # --members 3
     assert "VAE reconstruction" in proc.stdout
     assert "information_ladder" not in report  # the +S1 / +L1C experiments did not run
 
