@@ -218,7 +218,7 @@ def test_evaluate_scores_a_model_on_held_out_windows(stac_api_world: Any, small_
         for target in entry["scores"].values():
             for v in [*target["bands"].values(), target["all_bands"]]:
                 numbers = _finite_numbers(v)
-                assert len(numbers) == 16 and all(math.isfinite(x) for x in numbers)
+                assert len(numbers) == 17 and all(math.isfinite(x) for x in numbers)  # 16 + calibrated coverage
                 assert v["best_of_n"]["mae"] <= v["member"]["mae"] + 1e-12
                 assert 0 <= v["ensemble"]["coverage_90"] <= 1
             assert target["class_spectra"]["classes"]
