@@ -115,7 +115,7 @@ class LocalPath(nn.Module):
         Returns
         -------
         Tensor
-            (B, C, H, W) on the target's latent grid, in ``time_emb``'s dtype.
+            (B, C, H, W) on the target's latent grid, in the path's weight dtype (autocast's under autocast).
 
         Raises
         ------
