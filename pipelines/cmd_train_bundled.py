@@ -109,10 +109,12 @@ VAE_FINETUNE_LR = 3e-4
 """Peak learning rate of a whole-window fine-tuning phase."""
 VAE_OVERHEAD_S = 25.0
 """Per VAE: process start, validation and latent-scale passes (estimate)."""
-BACKBONE_STEPS = 2000
-BACKBONE_STEPS_PER_S = 2.0
-"""Tiny backbone (max_grid 6, 294 tokens) from the latent cache at batch 8 on the development CPU
-(2.5 measured on an idle machine, 2026-12-05; 2.0 leaves room for a busier one)."""
+BACKBONE_STEPS = 3000
+BACKBONE_STEPS_PER_S = 2.3
+"""Tiny backbone (max_grid 6, 294 tokens, local paths) from the latent cache at batch 8 on the development
+CPU: 2.4-2.5 measured on an idle machine (2026-12-06: 3,000 steps in 20.5 min); 2.3 leaves a little room.
+3,000 steps instead of session 9's 2,000 (session 11): static ratios 0.658 / 0.686 / 0.636 -> 0.632 / 0.671 /
+0.605 in ``bench/backbone_trial.py`` with the paths below (docs/training.md)."""
 BACKBONE_LR = 2e-3
 BACKBONE_WARMUP = 100
 BACKBONE_LR_DECAY = "poly"
@@ -147,14 +149,16 @@ MAX_GRID = 6
 FINAL_CONV = True
 """A zero-initialised 3 x 3 convolution over each image modality's unpatchified output (``copgen train
 --final-conv``): with 4 x 4 patches, generated windows showed the 6 x 6 token grid (docs/model-card.md)."""
-LOCAL_PATH = ("S2L1C_B01_B09_B10", "S2L1C_B02_B03_B04_B08", "S2L1C_B05_B06_B07_B11_B12_B8A", "S2L2A_B01_B09",
-              "S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A")
-LOCAL_WIDTH = 48
+LOCAL_PATH = ("S2L2A_B01_B09", "S2L2A_B02_B03_B04_B08", "S2L2A_B05_B06_B07_B11_B12_B8A")
+LOCAL_WIDTH = 60
 LOCAL_SELF = True
-LOCAL_DEPTH = 2
-"""Local conditioning paths (``copgen train --local-path --local-self --local-depth 2``) for the six S2 groups:
-per latent cell, what the other modalities show at the same place, without the 4 x 4-cell token in between,
-and the target's own noisy latent over 5 x 5 cells, so the 6 x 6 token grid no longer shows (docs/training.md)."""
+LOCAL_DEPTH = 3
+"""Local conditioning paths (``copgen train --local-path --local-self --local-width 60 --local-depth 3``) for
+the three S2 L2A groups: per latent cell, what the other modalities show at the same place, without the
+4 x 4-cell token in between, and the target's own noisy latent over 7 x 7 cells, so the 6 x 6 token grid no
+longer shows. Session 10 gave paths of width 48 and depth 2 to the six S2 groups; session 11 spent the L1C
+paths' bytes on wider, deeper L2A paths (20 m static ratio 0.709 -> 0.686 at 2,000 steps; the bundle must
+stay under 30 MB) (docs/training.md)."""
 GROUND_HEADS = 4
 GROUND_SIGMA = 0.0278
 """Four of the tiny preset's four heads read the same ground from step 0 (sigma 1/36, 1/18, 1/9, 2/9 window)."""
