@@ -112,8 +112,8 @@ VAE_OVERHEAD_S = 25.0
 BACKBONE_STEPS = 3000
 BACKBONE_STEPS_PER_S = 2.3
 """Tiny backbone (max_grid 6, 294 tokens, local paths) from the latent cache at batch 8 on the development
-CPU: 2.4-2.5 measured on an idle machine (2026-12-06: 3,000 steps in 20.5 min); 2.3 leaves a little room.
-3,000 steps instead of session 9's 2,000 (session 11): static ratios 0.658 / 0.686 / 0.636 -> 0.632 / 0.671 /
+CPU: 2.4-2.5 measured on an idle machine (2026-12-06: 3,000 steps in 17.5 min with the cache and start-up);
+2.3 leaves a little room. 3,000 steps instead of sessions 8-10's 2,000 (session 11): static ratios 0.658 / 0.686 / 0.636 -> 0.632 / 0.671 /
 0.605 in ``bench/backbone_trial.py`` with the paths below (docs/training.md)."""
 BACKBONE_LR = 2e-3
 BACKBONE_WARMUP = 100
@@ -155,8 +155,8 @@ LOCAL_SELF = True
 LOCAL_DEPTH = 3
 """Local conditioning paths (``copgen train --local-path --local-self --local-width 60 --local-depth 3``) for
 the three S2 L2A groups: per latent cell, what the other modalities show at the same place, without the
-4 x 4-cell token in between, and the target's own noisy latent over 7 x 7 cells, so the 6 x 6 token grid no
-longer shows. Session 10 gave paths of width 48 and depth 2 to the six S2 groups; session 11 spent the L1C
+4 x 4-cell token in between, and the target's own noisy latent over 7 x 7 cells, which removes most of the
+6 x 6 token grid from generated windows (patches remain in some members). Session 10 gave paths of width 48 and depth 2 to the six S2 groups; session 11 spent the L1C
 paths' bytes on wider, deeper L2A paths (20 m static ratio 0.709 -> 0.686 at 2,000 steps; the bundle must
 stay under 30 MB) (docs/training.md)."""
 GROUND_HEADS = 4
