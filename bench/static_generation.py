@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from copgen_core.backbone import CopgenBackbone  # noqa: E402
 from copgen_core.bundle import load_model  # noqa: E402
-from copgen_core.generate import sample_latents  # noqa: E402
+from copgen_core.generate import CopgenModel, sample_latents  # noqa: E402
 from copgen_core.seeding import sample_noise  # noqa: E402
 from transforms.dataset import CubeDataset  # noqa: E402
 
@@ -53,20 +55,20 @@ def _corr(z: np.ndarray) -> float:
     return float((a[:, :, 1:] * a[:, :, :-1]).mean() / (a**2).mean())
 
 
-@torch.no_grad()
-def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, members: int = 4,
-                      steps: int = 20, guidance: tuple[float, ...] = (1.0,), seed: int = 0,
-                      split: str = "val") -> dict[str, object]:
-    """Scores per run (``unconditional``, ``static w=...``) and group; see the module notes.
+def held_out_samples(model: CopgenModel, cube: str, cache: str, samples: int,
+                     split: str = "val") -> tuple[list[int], dict[str, torch.Tensor], CubeDataset]:
+    """``samples`` evenly spaced samples of ``split``: (their indices, clean latents per modality, the pixel dataset).
 
-    ``split="train"`` scores training samples instead: a model much better there than on held-out
-    samples has memorised its training windows rather than learned the conditions.
+    The clean latents (R, C, H, W) are the cache's posterior means times each VAE's scale factor (scalars as
+    they are), in ``model.backbone``'s modality order; ``pixels[i][key]`` is sample ``i``'s normalised truth.
+
+    Raises
+    ------
+    SystemExit
+        If the cache does not hold this cube's samples, or the split has no sample complete in every modality.
     """
-    model = load_model(model_ref)
     backbone = model.backbone
     keys = list(backbone.config.modalities)
-    targets = [k for k in TARGETS if k in keys]
-    static = [k for k in STATIC if k in keys]
     latents_ds = CubeDataset(cube, keys, split=split, latent_cache=cache)  # type: ignore[arg-type]
     # the same modality list gives the same samples (complete in all of them), in the same order
     pixels_ds = CubeDataset(cube, keys, split=split)  # type: ignore[arg-type]
@@ -84,13 +86,39 @@ def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, 
             x = latents_ds[i][m.key].unsqueeze(0)
             rows.append(x if m.is_scalar else x[:, : m.latent_shape[0]] * model.vae(m.key).scale_factor)
         clean[m.key] = torch.cat(rows)
-    truth = {k: np.stack([pixels_ds[i][k].numpy() for i in chosen]) for k in targets}
+    return chosen, clean, pixels_ds
+
+
+def member_noise(backbone: CopgenBackbone, seed: int, chosen: list[int],
+                 members: int) -> Callable[[str, str], torch.Tensor]:
+    """``noise(key, stream)``: keyed noise (R, C, H, W) for ``members`` rows per chosen sample, sample-major."""
     row_keys = [i for i in chosen for _ in range(members)]
     row_members = [j for _ in chosen for j in range(members)]
 
     def noise(key: str, stream: str) -> torch.Tensor:
         m = next(m for m in backbone.modalities if m.key == key)
         return sample_noise(m.latent_shape, seed, row_keys, row_members, key, stream)
+
+    return noise
+
+
+@torch.no_grad()
+def static_generation(model_ref: str, cube: str, cache: str, samples: int = 16, members: int = 4,
+                      steps: int = 20, guidance: tuple[float, ...] = (1.0,), seed: int = 0,
+                      split: str = "val") -> dict[str, object]:
+    """Scores per run (``unconditional``, ``static w=...``) and group; see the module notes.
+
+    ``split="train"`` scores training samples instead: a model much better there than on held-out
+    samples has memorised its training windows rather than learned the conditions.
+    """
+    model = load_model(model_ref)
+    backbone = model.backbone
+    keys = list(backbone.config.modalities)
+    targets = [k for k in TARGETS if k in keys]
+    static = [k for k in STATIC if k in keys]
+    chosen, clean, pixels_ds = held_out_samples(model, cube, cache, samples, split)
+    truth = {k: np.stack([pixels_ds[i][k].numpy() for i in chosen]) for k in targets}
+    noise = member_noise(backbone, seed, chosen, members)
 
     def run(given: list[str], w: float) -> dict[str, object]:
         conditions = {k: clean[k].repeat_interleave(members, dim=0) for k in given}

@@ -21,12 +21,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.static_generation import STATIC  # noqa: E402
+from bench.static_generation import STATIC, held_out_samples, member_noise  # noqa: E402
 from copgen_core.bundle import load_model  # noqa: E402
 from copgen_core.generate import sample_latents  # noqa: E402
 from copgen_core.normalize import denormalize  # noqa: E402
-from copgen_core.seeding import sample_noise  # noqa: E402
-from transforms.dataset import CubeDataset  # noqa: E402
 
 TARGET = "S2L2A_B02_B03_B04_B08"
 WORK = Path(__file__).resolve().parents[1] / "out" / "train-bundled"
@@ -45,20 +43,8 @@ def static_quicklook(model_ref: str, cube: str, cache: str, samples: int = 6, me
     model = load_model(model_ref)
     backbone = model.backbone
     keys = list(backbone.config.modalities)
-    latents = CubeDataset(cube, keys, split="val", latent_cache=cache)  # type: ignore[arg-type]
-    pixels = CubeDataset(cube, keys, split="val")  # type: ignore[arg-type]
-    chosen = sorted({int(i) for i in np.linspace(0, len(latents) - 1, min(samples, len(latents)))})
-    clean: dict[str, torch.Tensor] = {}
-    for m in backbone.modalities:
-        rows = [latents[i][m.key].unsqueeze(0) for i in chosen]
-        clean[m.key] = torch.cat([x if m.is_scalar else x[:, : m.latent_shape[0]] * model.vae(m.key).scale_factor
-                                  for x in rows])
-    row_keys = [i for i in chosen for _ in range(members)]
-    row_members = [j for _ in chosen for j in range(members)]
-
-    def noise(key: str, stream: str) -> torch.Tensor:
-        m = next(m for m in backbone.modalities if m.key == key)
-        return sample_noise(m.latent_shape, seed, row_keys, row_members, key, stream)
+    chosen, clean, pixels = held_out_samples(model, cube, cache, samples)
+    noise = member_noise(backbone, seed, chosen, members)
 
     given = [k for k in STATIC if k in keys]
     out = sample_latents(backbone, {TARGET: noise(TARGET, "noise")},
